@@ -1,0 +1,3 @@
+from kpilot.cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""Collect: turn Segment- and PostHog-shaped messages into kpilot's canonical events."""

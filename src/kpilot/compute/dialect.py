@@ -1,0 +1,113 @@
+"""SQL dialects: the few constructs that differ between DuckDB and Spark SQL.
+
+The compiler writes everything else in plain ANSI-ish SQL and asks the dialect for these fragments, so one
+compiler serves every engine. Golden SQL snapshots pin the DuckDB output.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Protocol
+
+__all__ = ["DIALECTS", "Dialect", "DuckDBDialect", "SparkDialect", "lit"]
+
+
+def lit(value: str | int | float | bool | date | datetime | None) -> str:
+    """A SQL literal; strings are quoted with doubled single quotes (the only escape ANSI SQL needs)."""
+    if value is None:
+        return "NULL"
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, datetime):
+        return f"TIMESTAMP '{value.isoformat(sep=' ')}'"
+    if isinstance(value, date):
+        return f"DATE '{value.isoformat()}'"
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+class Dialect(Protocol):
+    name: str
+
+    def local_ts(self, col: str, tz: str) -> str: ...
+    def json_text(self, col: str, key: str) -> str: ...
+    def trunc(self, unit: str, expr: str, week_start: str = "monday") -> str: ...
+    def add_days(self, expr: str, days: str | int) -> str: ...
+    def epoch_seconds(self, expr: str) -> str: ...
+    def median(self, expr: str) -> str: ...
+    def quantile(self, expr: str, q: float) -> str: ...
+    def to_double(self, expr: str) -> str: ...
+
+
+class DuckDBDialect:
+    name = "duckdb"
+
+    def local_ts(self, col: str, tz: str) -> str:
+        if tz == "UTC":
+            return col
+        return f"timezone({lit(tz)}, {col} AT TIME ZONE 'UTC')"
+
+    def json_text(self, col: str, key: str) -> str:
+        path = '$."' + key.replace('"', '\\"') + '"'
+        return f"json_extract_string({col}, {lit(path)})"
+
+    def trunc(self, unit: str, expr: str, week_start: str = "monday") -> str:
+        if unit == "week" and week_start == "sunday":
+            return f"(date_trunc('week', {expr} + INTERVAL 1 DAY) - INTERVAL 1 DAY)"
+        return f"date_trunc({lit(unit)}, {expr})"
+
+    def add_days(self, expr: str, days: str | int) -> str:
+        return f"({expr} + to_days(CAST({days} AS INTEGER)))"
+
+    def epoch_seconds(self, expr: str) -> str:
+        return f"epoch({expr})"
+
+    def median(self, expr: str) -> str:
+        return f"quantile_cont({expr}, 0.5)"
+
+    def quantile(self, expr: str, q: float) -> str:
+        return f"quantile_cont({expr}, {q!r})"
+
+    def to_double(self, expr: str) -> str:
+        return f"TRY_CAST({expr} AS DOUBLE)"
+
+
+class SparkDialect:
+    name = "spark"
+
+    def local_ts(self, col: str, tz: str) -> str:
+        if tz == "UTC":
+            return col
+        return f"from_utc_timestamp({col}, {lit(tz)})"
+
+    def json_text(self, col: str, key: str) -> str:
+        safe = key.replace("'", "")
+        return (
+            f"get_json_object({col}, '$[''{safe}'']')"
+            if "." in key
+            else f"get_json_object({col}, {lit('$.' + key)})"
+        )
+
+    def trunc(self, unit: str, expr: str, week_start: str = "monday") -> str:
+        if unit == "week" and week_start == "sunday":
+            return f"(date_trunc('week', {expr} + INTERVAL 1 DAY) - INTERVAL 1 DAY)"
+        return f"date_trunc({lit(unit)}, {expr})"
+
+    def add_days(self, expr: str, days: str | int) -> str:
+        return f"({expr} + make_interval(0, 0, 0, CAST({days} AS INT)))"
+
+    def epoch_seconds(self, expr: str) -> str:
+        return f"(unix_micros({expr}) / 1000000.0)"
+
+    def median(self, expr: str) -> str:
+        return f"percentile({expr}, 0.5)"
+
+    def quantile(self, expr: str, q: float) -> str:
+        return f"percentile({expr}, {q!r})"
+
+    def to_double(self, expr: str) -> str:
+        return f"TRY_CAST({expr} AS DOUBLE)"
+
+
+DIALECTS: dict[str, Dialect] = {"duckdb": DuckDBDialect(), "spark": SparkDialect()}

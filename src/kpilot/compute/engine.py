@@ -1,0 +1,82 @@
+"""The compute engine interface: run compiled SQL, and the entry point that runs any query spec."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, assert_never
+
+from kpilot.compute.context import QueryContext
+from kpilot.compute.dialect import DIALECTS, Dialect
+from kpilot.compute.spec import (
+    FeatureAdoptionSpec,
+    FunnelSpec,
+    QuerySpec,
+    RetentionSpec,
+    SessionsSpec,
+    StickinessSpec,
+    TimeToValueSpec,
+    TrendsSpec,
+)
+from kpilot.store.duckdb_store import EventStore
+from kpilot.workspace import ProjectInfo
+
+__all__ = ["DuckDBEngine", "Engine", "run_query"]
+
+
+class Engine(Protocol):
+    """Narrow interface every compute engine offers: a dialect and a way to run one SELECT."""
+
+    @property
+    def dialect(self) -> Dialect: ...
+
+    def fetchall(self, sql: str) -> list[tuple[Any, ...]]: ...
+
+
+class DuckDBEngine:
+    """Runs queries on the embedded store through a fresh cursor each time (safe across threads)."""
+
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+
+    @property
+    def dialect(self) -> Dialect:
+        return DIALECTS["duckdb"]
+
+    def fetchall(self, sql: str) -> list[tuple[Any, ...]]:
+        return self.store.fetchall(sql)
+
+
+def context_for(engine: Engine, project: ProjectInfo, spec: QuerySpec) -> QueryContext:
+    week_start = project.week_start
+    if isinstance(spec, RetentionSpec) and spec.week_start is not None:
+        week_start = spec.week_start
+    return QueryContext(project.id, spec.timezone or project.timezone, week_start, engine.dialect)
+
+
+def run_query(engine: Engine, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any]:
+    """Compute ``spec`` for ``project``; the result is plain JSON-ready data."""
+    from kpilot.compute.queries import (
+        adoption,
+        funnel,
+        retention,
+        sessions,
+        stickiness,
+        time_to_value,
+        trends,
+    )
+
+    ctx = context_for(engine, project, spec)
+    if isinstance(spec, TrendsSpec):
+        return trends.run(engine, ctx, spec)
+    if isinstance(spec, StickinessSpec):
+        return stickiness.run(engine, ctx, spec)
+    if isinstance(spec, RetentionSpec):
+        return retention.run(engine, ctx, spec)
+    if isinstance(spec, FunnelSpec):
+        return funnel.run(engine, ctx, spec)
+    if isinstance(spec, SessionsSpec):
+        return sessions.run(engine, ctx, spec)
+    if isinstance(spec, FeatureAdoptionSpec):
+        return adoption.run(engine, ctx, spec)
+    if isinstance(spec, TimeToValueSpec):
+        return time_to_value.run(engine, ctx, spec)
+    assert_never(spec)

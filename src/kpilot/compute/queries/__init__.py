@@ -1,0 +1,1 @@
+"""One module per query kind; each compiles its spec to SQL through the shared QueryContext."""

@@ -1,0 +1,27 @@
+"""Settings, read from the environment (``KPILOT_*``) by pydantic-settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "get_settings"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KPILOT_", extra="ignore")
+
+    home: Path = Field(default=Path("kpilot-data"), description="Workspace directory")
+    metadata_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata database; default: SQLite inside the workspace",
+    )
+    project: str | None = Field(default=None, description="Default project name for CLI commands")
+    import_batch_rows: int = Field(default=500_000, ge=1)
+
+
+def get_settings(**overrides: object) -> Settings:
+    clean = {k: v for k, v in overrides.items() if v is not None}
+    return Settings(**clean)  # type: ignore[arg-type]

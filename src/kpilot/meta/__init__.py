@@ -1,0 +1,1 @@
+"""Metadata database (projects, keys, import runs) through SQLAlchemy 2 + Alembic."""

@@ -1,0 +1,1 @@
+"""Store: the embedded DuckDB event store and the identity graph."""

@@ -1,0 +1,262 @@
+"""The embedded event store on DuckDB: one writer, many concurrent readers.
+
+Writes go through :meth:`EventStore.write_batch`, which deduplicates, resolves identities, appends events
+and records ingest statistics in a single transaction: a batch is either fully stored or not at all.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+from kpilot.collect.normalize import Normalized
+from kpilot.errors import WorkspaceError
+from kpilot.store.identity import plan_identity
+from kpilot.store.schema import SCHEMA_SQL, SCHEMA_VERSION
+
+__all__ = ["DEDUP_WINDOW", "BatchResult", "EventStore"]
+
+DEDUP_WINDOW = timedelta(days=1)
+"""A message id counts as a duplicate of a stored event whose timestamp is within this window of it."""
+
+_EVENT_SCHEMA = pa.schema(
+    [
+        ("uuid", pa.string()),
+        ("event", pa.string()),
+        ("distinct_id", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("properties", pa.string()),
+        ("received_at", pa.timestamp("us")),
+    ]
+)
+
+
+@dataclass(slots=True)
+class BatchResult:
+    received: int
+    accepted: int
+    deduplicated: int
+
+
+class EventStore:
+    """A DuckDB database file holding every project's events, persons and ingest statistics."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        try:
+            self.conn = duckdb.connect(str(self.path), read_only=read_only)
+        except duckdb.IOException as exc:
+            raise WorkspaceError(f"cannot open event store {self.path}: {exc}") from exc
+        self._write_lock = threading.Lock()
+        if not read_only:
+            self.conn.execute(SCHEMA_SQL)
+            if not self.conn.execute("SELECT count(*) FROM kpilot_schema").fetchone()[0]:  # type: ignore[index]
+                self.conn.execute("INSERT INTO kpilot_schema VALUES (?)", [SCHEMA_VERSION])
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # ---- reads -------------------------------------------------------------------------------------
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor for one reader thread (DuckDB cursors share the database, not the transaction)."""
+        return self.conn.cursor()
+
+    def fetchall(self, sql: str, params: Sequence[Any] | None = None) -> list[tuple[Any, ...]]:
+        cur = self.cursor()
+        try:
+            return cur.execute(sql, params or []).fetchall()
+        finally:
+            cur.close()
+
+    # ---- writes ------------------------------------------------------------------------------------
+    @contextmanager
+    def _transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        with self._write_lock:
+            cur = self.conn.cursor()
+            cur.execute("BEGIN TRANSACTION")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                cur.close()
+                raise
+            cur.execute("COMMIT")
+            cur.close()
+
+    def write_batch(
+        self, project_id: int, events: Sequence[Normalized], received_at: datetime | None = None
+    ) -> BatchResult:
+        """Store ``events`` atomically; duplicates (same uuid within :data:`DEDUP_WINDOW`) are dropped."""
+        if not events:
+            return BatchResult(0, 0, 0)
+        now = received_at or datetime.now(UTC).replace(tzinfo=None)
+        table = pa.Table.from_pydict(
+            {
+                "uuid": [e.uuid for e in events],
+                "event": [e.event for e in events],
+                "distinct_id": [e.distinct_id for e in events],
+                "timestamp": [e.timestamp for e in events],
+                "properties": [e.properties_json() for e in events],
+                "received_at": [now] * len(events),
+            },
+            schema=_EVENT_SCHEMA,
+        )
+        merges = [m for e in events for m in e.merges]
+        prop_rows: list[tuple[str, str, str | None, datetime, bool]] = []
+        for e in events:
+            for key, value in e.set_props.items():
+                prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, False))
+            for key, value in e.set_once_props.items():
+                prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, True))
+        return self.write_arrow(project_id, table, merges, prop_rows)
+
+    def write_arrow(
+        self,
+        project_id: int,
+        table: pa.Table,
+        merges: Sequence[tuple[str, str]],
+        prop_rows: Sequence[tuple[str, str, str | None, datetime, bool]],
+    ) -> BatchResult:
+        """Store a canonical event table (columns of ``_EVENT_SCHEMA``) with its identity side effects."""
+        received = table.num_rows
+        with self._transaction() as cur:
+            cur.register("batch_in", table)
+            cur.execute(
+                """CREATE OR REPLACE TEMP TABLE staged AS
+                   SELECT * FROM batch_in QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp) = 1"""
+            )
+            cur.unregister("batch_in")
+            lo, hi = cur.execute("SELECT min(timestamp), max(timestamp) FROM staged").fetchone()  # type: ignore[misc]
+            cur.execute(
+                """DELETE FROM staged WHERE uuid IN (
+                       SELECT e.uuid FROM events e JOIN staged s ON e.uuid = s.uuid
+                       WHERE e.project_id = ? AND e.timestamp BETWEEN ? AND ?)""",
+                [project_id, lo - DEDUP_WINDOW, hi + DEDUP_WINDOW],
+            )
+            self._resolve_identity(cur, project_id, merges, prop_rows)
+            cur.execute(
+                "INSERT INTO events SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at FROM staged",
+                [project_id],
+            )
+            cur.register("batch_all", table.select(["event", "timestamp"]))
+            cur.execute(
+                """INSERT INTO ingest_stats
+                   SELECT ?, a.day, a.event, coalesce(s.n, 0), a.n - coalesce(s.n, 0)
+                   FROM (SELECT CAST(timestamp AS DATE) AS day, event, count(*) AS n FROM batch_all GROUP BY ALL) a
+                   LEFT JOIN (SELECT CAST(timestamp AS DATE) AS day, event, count(*) AS n FROM staged GROUP BY ALL) s
+                   USING (day, event)""",
+                [project_id],
+            )
+            cur.unregister("batch_all")
+            accepted = cur.execute("SELECT count(*) FROM staged").fetchone()[0]  # type: ignore[index]
+            cur.execute("DROP TABLE staged")
+        return BatchResult(received, int(accepted), received - int(accepted))
+
+    def _resolve_identity(
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        project_id: int,
+        merges: Sequence[tuple[str, str]],
+        prop_rows: Sequence[tuple[str, str, str | None, datetime, bool]],
+    ) -> None:
+        extra = {d for pair in merges for d in pair} | {row[0] for row in prop_rows}
+        cur.register("extra_ids", pa.table({"distinct_id": pa.array(sorted(extra), pa.string())}))
+        cur.execute(
+            """CREATE OR REPLACE TEMP TABLE batch_ids AS
+               SELECT DISTINCT distinct_id FROM (SELECT distinct_id FROM staged UNION ALL SELECT distinct_id FROM extra_ids)"""
+        )
+        cur.unregister("extra_ids")
+        # Fast path: ids never seen before and not part of any merge get a fresh person each, in SQL.
+        next_id = cur.execute(
+            "SELECT coalesce(max(person_id), 0) + 1 FROM person_distinct_ids WHERE project_id = ?",
+            [project_id],
+        ).fetchone()[0]  # type: ignore[index]
+        if merges:
+            existing = dict(
+                cur.execute(
+                    """SELECT p.distinct_id, p.person_id FROM person_distinct_ids p
+                       JOIN batch_ids b USING (distinct_id) WHERE p.project_id = ?""",
+                    [project_id],
+                ).fetchall()
+            )
+            # Other ids of the persons involved matter too: merging must see each person as one node.
+            all_ids = [r[0] for r in cur.execute("SELECT distinct_id FROM batch_ids").fetchall()]
+            plan = plan_identity(all_ids, merges, existing, int(next_id))
+            if plan.new_ids:
+                cur.register(
+                    "new_ids",
+                    pa.table(
+                        {
+                            "distinct_id": pa.array(list(plan.new_ids), pa.string()),
+                            "person_id": pa.array(list(plan.new_ids.values()), pa.int64()),
+                        }
+                    ),
+                )
+                cur.execute(
+                    "INSERT INTO person_distinct_ids SELECT ?, distinct_id, person_id FROM new_ids",
+                    [project_id],
+                )
+                cur.unregister("new_ids")
+            if plan.remap:
+                now = datetime.now(UTC).replace(tzinfo=None)
+                for old, new in plan.remap.items():
+                    cur.execute(
+                        "UPDATE person_distinct_ids SET person_id = ? WHERE project_id = ? AND person_id = ?",
+                        [new, project_id, old],
+                    )
+                    cur.execute("INSERT INTO person_merges VALUES (?, ?, ?, ?)", [project_id, old, new, now])
+        else:
+            cur.execute(
+                """INSERT INTO person_distinct_ids
+                   SELECT ?, b.distinct_id, ? + row_number() OVER (ORDER BY b.distinct_id) - 1
+                   FROM batch_ids b ANTI JOIN (SELECT distinct_id FROM person_distinct_ids WHERE project_id = ?) p
+                   USING (distinct_id)""",
+                [project_id, next_id, project_id],
+            )
+        if prop_rows:
+            cur.register(
+                "prop_rows",
+                pa.table(
+                    {
+                        "distinct_id": pa.array([r[0] for r in prop_rows], pa.string()),
+                        "key": pa.array([r[1] for r in prop_rows], pa.string()),
+                        "value": pa.array([r[2] for r in prop_rows], pa.string()),
+                        "ts": pa.array([r[3] for r in prop_rows], pa.timestamp("us")),
+                        "set_once": pa.array([r[4] for r in prop_rows], pa.bool_()),
+                    }
+                ),
+            )
+            cur.execute(
+                """INSERT INTO person_property_writes
+                   SELECT DISTINCT ?, r.distinct_id, r.key, r.value, r.ts, r.set_once FROM prop_rows r
+                   ANTI JOIN (SELECT * FROM person_property_writes WHERE project_id = ?) w
+                   ON w.distinct_id = r.distinct_id AND w.key = r.key AND w.ts = r.ts
+                      AND w.set_once = r.set_once AND w.value IS NOT DISTINCT FROM r.value""",
+                [project_id, project_id],
+            )
+            cur.unregister("prop_rows")
+        cur.execute("DROP TABLE batch_ids")
+
+    def checkpoint(self) -> None:
+        with self._write_lock:
+            self.conn.execute("CHECKPOINT")
+
+
+def _prop_text(value: Any) -> str | None:
+    """Person property values are stored as text: strings as-is, everything else as JSON."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    import orjson
+
+    return orjson.dumps(value, default=str).decode()

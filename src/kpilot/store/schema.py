@@ -1,0 +1,63 @@
+"""DuckDB schema of the event store. Timestamps are naive UTC; the project timezone is applied by queries."""
+
+from __future__ import annotations
+
+__all__ = ["SCHEMA_SQL", "SCHEMA_VERSION"]
+
+SCHEMA_VERSION = 1
+
+SCHEMA_SQL = """
+CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    project_id INTEGER NOT NULL,
+    uuid VARCHAR NOT NULL,
+    event VARCHAR NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    timestamp TIMESTAMP NOT NULL,
+    properties JSON NOT NULL,
+    received_at TIMESTAMP NOT NULL
+);
+-- one row per distinct id; person_id is dense per project (1, 2, 3, ...). A merge re-points the ids of
+-- the absorbed person to the surviving (smaller) person id, so every past event counts for the merged person.
+CREATE TABLE IF NOT EXISTS person_distinct_ids (
+    project_id INTEGER NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    person_id BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS person_merges (
+    project_id INTEGER NOT NULL,
+    from_person BIGINT NOT NULL,
+    into_person BIGINT NOT NULL,
+    merged_at TIMESTAMP NOT NULL
+);
+-- person properties are kept per distinct id and per write, and resolved at query time:
+-- $set: the value with the latest timestamp wins; $set_once: the earliest, and only when no $set exists.
+CREATE TABLE IF NOT EXISTS person_property_writes (
+    project_id INTEGER NOT NULL,
+    distinct_id VARCHAR NOT NULL,
+    key VARCHAR NOT NULL,
+    value VARCHAR,
+    ts TIMESTAMP NOT NULL,
+    set_once BOOLEAN NOT NULL
+);
+-- per project, day (UTC) and event: rows accepted and rows dropped as duplicates (for `kpilot audit`).
+CREATE TABLE IF NOT EXISTS ingest_stats (
+    project_id INTEGER NOT NULL,
+    day DATE NOT NULL,
+    event VARCHAR NOT NULL,
+    accepted BIGINT NOT NULL,
+    deduplicated BIGINT NOT NULL
+);
+CREATE OR REPLACE VIEW person_properties AS
+WITH resolved AS (
+    SELECT w.project_id, p.person_id, w.key,
+           arg_max(w.value, w.ts) FILTER (WHERE NOT w.set_once) AS set_value,
+           count(*) FILTER (WHERE NOT w.set_once) AS n_set,
+           arg_min(w.value, w.ts) FILTER (WHERE w.set_once) AS once_value
+    FROM person_property_writes w
+    JOIN person_distinct_ids p ON p.project_id = w.project_id AND p.distinct_id = w.distinct_id
+    GROUP BY ALL
+)
+SELECT project_id, person_id, key, CASE WHEN n_set > 0 THEN set_value ELSE once_value END AS value
+FROM resolved;
+"""
