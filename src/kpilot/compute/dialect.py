@@ -38,6 +38,7 @@ class Dialect(Protocol):
     def median(self, expr: str) -> str: ...
     def quantile(self, expr: str, q: float) -> str: ...
     def to_double(self, expr: str) -> str: ...
+    def periods_between(self, unit: str, start: str, end: str) -> str: ...
 
 
 class DuckDBDialect:
@@ -71,6 +72,14 @@ class DuckDBDialect:
 
     def to_double(self, expr: str) -> str:
         return f"TRY_CAST({expr} AS DOUBLE)"
+
+    def periods_between(self, unit: str, start: str, end: str) -> str:
+        """Whole calendar ``unit``s from ``start`` to ``end``; both must already be truncated to ``unit``."""
+        if unit == "week":
+            return f"(date_diff('day', {start}, {end}) // 7)"
+        if unit in ("hour", "day", "month"):
+            return f"date_diff({lit(unit)}, {start}, {end})"
+        raise ValueError(f"unknown unit {unit!r}")
 
 
 class SparkDialect:
@@ -108,6 +117,19 @@ class SparkDialect:
 
     def to_double(self, expr: str) -> str:
         return f"TRY_CAST({expr} AS DOUBLE)"
+
+    def periods_between(self, unit: str, start: str, end: str) -> str:
+        """Whole calendar ``unit``s from ``start`` to ``end`` (wall-clock, independent of the session zone)."""
+        days = f"datediff(CAST({end} AS DATE), CAST({start} AS DATE))"
+        if unit == "hour":
+            return f"({days} * 24 + hour({end}) - hour({start}))"
+        if unit == "day":
+            return days
+        if unit == "week":
+            return f"({days} div 7)"
+        if unit == "month":
+            return f"((year({end}) - year({start})) * 12 + month({end}) - month({start}))"
+        raise ValueError(f"unknown unit {unit!r}")
 
 
 DIALECTS: dict[str, Dialect] = {"duckdb": DuckDBDialect(), "spark": SparkDialect()}
