@@ -20,7 +20,7 @@ from kpilot.workspace import ProjectInfo, Workspace
 __all__ = ["JsonOpt", "ProjectOpt", "State", "console", "emit_json", "err_console", "fail", "open_workspace"]
 
 console = Console()
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
 ProjectOpt = Annotated[

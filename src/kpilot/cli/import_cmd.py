@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -68,7 +69,7 @@ def events(
         emit_json(report.as_dict())
     else:
         for r in report.rejections[:50]:
-            err_console.print(f"{r.file}:{r.line}: {r.reason}", highlight=False, markup=False)
+            print(f"{r.file}:{r.line}: {r.reason}", file=sys.stderr)  # one grep-able line each, never wrapped
         if report.rejected > 50:
             err_console.print(f"... and {report.rejected - 50} more rejected rows (see `kpilot audit`)")
         console.print(
