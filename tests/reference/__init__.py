@@ -1,0 +1,1 @@
+"""Naive plain-Python reference implementations the engine is checked against."""
