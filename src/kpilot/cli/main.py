@@ -74,6 +74,11 @@ def _register() -> None:
     app.command("query")(query_cmd.query)
     app.command("audit")(audit_cmd.audit)
     app.command("demo")(demo_cmd.demo)
+    from kpilot.cli import ingestion_cmd, keys_cmd, serve_cmd
+
+    app.command("serve")(serve_cmd.serve)
+    app.add_typer(keys_cmd.app, name="keys")
+    app.add_typer(ingestion_cmd.app, name="ingestion")
 
 
 _register()

@@ -1,17 +1,23 @@
-"""``kpilot query SPEC.json`` (or ``-`` for stdin): print the result as JSON."""
+"""``kpilot query SPEC.json`` (or ``-`` for stdin): print the result as JSON.
+
+While ``kpilot serve`` runs on the same workspace (``server.json`` names a live pid), the server holds the
+DuckDB file, so the spec is sent to the server's local API and its reply printed; the output is the same.
+"""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
+from urllib.parse import quote
 
 import typer
 
-from kpilot.cli.common import ProjectOpt, emit_json, fail, open_workspace, pick_project
+from kpilot.cli.common import ProjectOpt, emit_json, fail, open_workspace, pick_project, state
 from kpilot.compute.engine import DuckDBEngine, run_query
 from kpilot.compute.spec import parse_spec
-from kpilot.errors import KpilotError, SpecError
+from kpilot.errors import KpilotError, NotFoundError, SpecError, WorkspaceError
+from kpilot.server.discovery import ServerInfo, call_server, read_server_file
 
 
 def query(
@@ -29,9 +35,42 @@ def query(
                 raise SpecError(f"no such file: {spec_file}")
             text = path.read_text()
         spec = parse_spec(text)
-        with open_workspace(ctx, read_only=True) as ws:
-            proj = pick_project(ctx, ws, project)
-            result = run_query(DuckDBEngine(ws.store), proj, spec)
+        server = read_server_file(state(ctx).home)
+        if server is not None:
+            result = _query_server(ctx, server, project, text)
+        else:
+            with open_workspace(ctx, read_only=True) as ws:
+                proj = pick_project(ctx, ws, project)
+                result = run_query(DuckDBEngine(ws.store), proj, spec)
     except KpilotError as exc:
         raise fail(exc, as_json=True) from exc
     emit_json(result)
+
+
+def _query_server(ctx: typer.Context, server: ServerInfo, project: str | None, text: str) -> Any:
+    import orjson
+
+    from kpilot.keys import open_metadata, project_by_name
+
+    st = state(ctx)
+    meta = open_metadata(st.home, st.metadata_url)
+    try:
+        name = project_by_name(meta, project or st.project).name
+    finally:
+        meta.close()
+    try:
+        status, reply = call_server(server, f"/api/projects/{quote(name, safe='')}/query", orjson.loads(text))
+    except OSError as exc:
+        raise WorkspaceError(
+            f"the kpilot server at {server.url} (pid {server.pid}) did not answer: {exc}"
+        ) from exc
+    if status == 200:
+        return reply
+    error = reply.get("error", {}) if isinstance(reply, dict) else {}
+    message = str(error.get("message", f"HTTP {status} from the server"))
+    code = str(error.get("code", "server_error"))
+    if status == 404:
+        raise NotFoundError(message)
+    if code == SpecError.code:
+        raise SpecError(message)
+    raise WorkspaceError(message)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-__all__ = ["Base", "ImportRejection", "ImportRun", "Project"]
+__all__ = ["ApiKey", "Base", "ImportRejection", "ImportRun", "IngestionWarning", "Project"]
 
 
 def utcnow() -> datetime:
@@ -56,3 +56,33 @@ class ImportRejection(Base):
     reason: Mapped[str] = mapped_column(Text)
     event: Mapped[str | None] = mapped_column(String(400), default=None)
     day: Mapped[str | None] = mapped_column(String(10), default=None)
+
+
+class ApiKey(Base):
+    """A project's public write key for ingestion. Only the SHA-256 of the key is stored."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    name: Mapped[str] = mapped_column(String(200), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class IngestionWarning(Base):
+    """An event the ingestion server dropped or altered, with why, when and which key sent it."""
+
+    __tablename__ = "ingestion_warnings"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[int] = mapped_column(Integer, index=True)
+    key_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(16))
+    kind: Mapped[str] = mapped_column(String(64))
+    reason: Mapped[str] = mapped_column(Text)
+    event: Mapped[str | None] = mapped_column(String(400), default=None)
+    excerpt: Mapped[str | None] = mapped_column(Text, default=None)

@@ -1,0 +1,118 @@
+"""What request handlers need, as ``Annotated`` FastAPI dependencies over the app's :class:`ServerState`."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from kpilot.keys import KeyOwner, resolve_key
+from kpilot.server.errors import IngestError
+from kpilot.server.settings import ServerSettings
+from kpilot.server.writer import GroupCommitWriter
+from kpilot.workspace import Workspace
+
+__all__ = [
+    "AdminDep",
+    "KeyCache",
+    "ServerState",
+    "SettingsDep",
+    "StateDep",
+    "WriterDep",
+    "basic_auth_user",
+    "get_state",
+]
+
+
+class KeyCache:
+    """Key -> owner lookups, cached for ``ttl`` seconds (unknown keys too, so floods stay cheap)."""
+
+    _MAX = 10_000
+
+    def __init__(self, ws: Workspace, ttl: float) -> None:
+        self.ws = ws
+        self.ttl = ttl
+        self._cache: dict[str, tuple[KeyOwner | None, float]] = {}
+        self._lock = threading.Lock()
+
+    def owner(self, key: str) -> KeyOwner:
+        """The key's owner; 401 ``invalid_api_key`` for a missing, unknown or revoked key."""
+        if not key:
+            raise IngestError(401, "invalid_api_key", "no API key: send the project's write key")
+        now = time.monotonic()
+        with self._lock:
+            hit = self._cache.get(key)
+        if hit is not None and hit[1] > now:
+            owner = hit[0]
+        else:
+            owner = resolve_key(self.ws.meta, key)
+            with self._lock:
+                if len(self._cache) >= self._MAX:
+                    self._cache.clear()
+                self._cache[key] = (owner, now + self.ttl)
+        if owner is None:
+            raise IngestError(401, "invalid_api_key", "the API key is unknown or revoked")
+        return owner
+
+
+@dataclass(slots=True)
+class ServerState:
+    settings: ServerSettings
+    ws: Workspace
+    writer: GroupCommitWriter
+    keys: KeyCache
+    admin_token: str
+
+
+def get_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.kpilot
+    return state
+
+
+StateDep = Annotated[ServerState, Depends(get_state)]
+
+
+def get_settings(state: StateDep) -> ServerSettings:
+    return state.settings
+
+
+def get_writer(state: StateDep) -> GroupCommitWriter:
+    return state.writer
+
+
+SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
+WriterDep = Annotated[GroupCommitWriter, Depends(get_writer)]
+
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
+def require_admin(request: Request, state: StateDep) -> None:
+    """The local admin API: loopback clients presenting the token from ``server.json`` only."""
+    client = request.client.host if request.client else ""
+    if client not in _LOOPBACK and not client.startswith("127."):
+        raise IngestError(403, "forbidden", "the admin API only answers loopback clients")
+    auth = request.headers.get("authorization", "")
+    token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not token or not secrets.compare_digest(token.encode(), state.admin_token.encode()):
+        raise IngestError(401, "unauthorized", "missing or wrong admin token (see server.json)")
+
+
+AdminDep = Annotated[None, Depends(require_admin)]
+
+
+def basic_auth_user(request: Request) -> str | None:
+    """The user part of ``Authorization: Basic base64(user:password)`` (Segment's write key), if any."""
+    auth = request.headers.get("authorization", "")
+    if auth[:6].lower() != "basic ":
+        return None
+    try:
+        decoded = base64.b64decode(auth[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, ValueError) as exc:
+        raise IngestError(401, "invalid_api_key", "malformed Basic authorization header") from exc
+    return decoded.split(":", 1)[0]
