@@ -1,0 +1,144 @@
+"""Durability and the single writer: acknowledged events survive SIGKILL; requests share group commits;
+``kpilot query`` and the metadata commands work while ``kpilot serve`` holds the store."""
+
+from __future__ import annotations
+
+import json
+import stat
+import subprocess
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server_helpers import clean_env, kpilot_cmd, make_workspace, start_proc_server, start_thread_server
+
+SPEC = {"kind": "trends", "date_from": "2024-03-01", "date_to": "2024-03-02", "math": "total"}
+
+
+def _batch(n: int, day: str = "2024-03-01") -> dict[str, object]:
+    return {
+        "batch": [
+            {
+                "type": "track",
+                "event": "e",
+                "userId": f"u{i % 7}",
+                "messageId": str(uuid.uuid4()),
+                "timestamp": f"{day}T12:00:00Z",
+            }
+            for i in range(n)
+        ]
+    }
+
+
+def _cli(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        kpilot_cmd(home, *args), env=clean_env(), input=stdin, capture_output=True, text=True, timeout=120
+    )
+
+
+@pytest.mark.slow
+def test_acknowledged_events_survive_sigkill_and_query_works_while_serving(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    keys = make_workspace(home, ("alpha", "beta"))
+    server = start_proc_server(home)
+    info = json.loads((home / "server.json").read_text())
+    assert stat.S_IMODE((home / "server.json").stat().st_mode) == 0o600
+    assert info["pid"] == server.proc.pid
+
+    # 12 concurrent clients, 50 events each; SIGKILL the moment the last reply arrived.
+    def send(_: int) -> int:
+        r = httpx.post(server.url + "/v1/batch", json=_batch(50), auth=(keys["alpha"], ""), timeout=60)
+        return 50 if r.status_code == 200 else 0
+
+    with ThreadPoolExecutor(12) as pool:
+        acknowledged = sum(pool.map(send, range(12)))
+    server.kill()
+    assert acknowledged == 600
+    assert (home / "server.json").exists()  # left behind by the killed server: stale, pid is dead
+
+    # Restart: the stale server.json is replaced; `kpilot query` goes through the server.
+    server = start_proc_server(home)
+    spec_file = tmp_path / "spec.json"
+    spec_file.write_text(json.dumps(SPEC))
+    through_server = _cli(home, "query", str(spec_file), "--project", "alpha")
+    assert through_server.returncode == 0, through_server.stderr
+    assert json.loads(through_server.stdout)["series"] == [
+        {"date": "2024-03-01", "value": 600},
+        {"date": "2024-03-02", "value": 0},
+    ]
+    # Errors come back in the CLI's shape, with its exit code.
+    bad = _cli(home, "query", "-", "--project", "nope", stdin=json.dumps(SPEC))
+    assert bad.returncode == 3
+    assert json.loads(bad.stdout) == {"error": {"code": "not_found", "message": "no project named 'nope'"}}
+    # Metadata commands do not need the store: they work while serving.
+    keys_out = _cli(home, "keys", "list", "--json")
+    assert keys_out.returncode == 0, keys_out.stderr
+    assert {k["project"] for k in json.loads(keys_out.stdout)} == {"alpha", "beta"}
+    r = httpx.post(
+        server.url + "/v1/batch", json={"batch": [{"type": "track", "userId": "x"}]}, auth=(keys["beta"], "")
+    )
+    assert r.status_code == 200
+    warnings = _cli(home, "ingestion", "warnings", "--json", "--project", "beta")
+    assert warnings.returncode == 0, warnings.stderr
+    assert [(w["kind"], w["project"], w["key_prefix"]) for w in json.loads(warnings.stdout)] == [
+        ("invalid_event", "beta", keys["beta"][:10])
+    ]
+
+    # A graceful stop removes server.json; the same query then runs directly with identical output.
+    assert server.terminate() in (0, -15), server.log()
+    assert not (home / "server.json").exists()
+    direct = _cli(home, "query", str(spec_file), "--project", "alpha")
+    assert direct.returncode == 0, direct.stderr
+    assert direct.stdout == through_server.stdout
+
+
+def test_serve_refuses_a_second_server_on_the_same_workspace(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    make_workspace(home)
+    server = start_proc_server(home)
+    try:
+        second = _cli(home, "serve", "--port", "0")
+        assert second.returncode == 2
+        assert "already serves" in second.stderr
+    finally:
+        server.terminate()
+    assert "Traceback" not in server.log()
+
+
+def test_requests_share_group_commits_and_replies_wait_for_the_commit(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    keys = make_workspace(home)
+    server = start_thread_server(home)
+    try:
+        writer = server.app_state.writer
+        lock = server.ws.store._write_lock
+        replies: list[int] = []
+        with lock:  # hold the store's write lock: the writer thread blocks inside its first commit
+            threads = [
+                threading.Thread(
+                    target=lambda: replies.append(
+                        httpx.post(
+                            server.url + "/v1/batch", json=_batch(10), auth=(keys["alpha"], ""), timeout=60
+                        ).status_code
+                    )
+                )
+                for _ in range(8)
+            ]
+            for t in threads:
+                t.start()
+            while writer.pending_events < 80:  # all 8 requests are queued (and none could have been answered)
+                threading.Event().wait(0.01)
+            assert replies == []
+        for t in threads:
+            t.join()
+        assert replies == [200] * 8
+        # the first request's commit was under way when the other 7 arrived: they share the second commit
+        assert writer.stats.requests == 8
+        assert 1 <= writer.stats.commits <= 2
+        assert server.sql("SELECT count(*) FROM events") == [(80,)]
+    finally:
+        server.stop()
