@@ -11,10 +11,12 @@ from kpilot.compute.spec import (
     FunnelSpec,
     QuerySpec,
     RetentionSpec,
+    RevenueSpec,
     SessionsSpec,
     StickinessSpec,
     TimeToValueSpec,
     TrendsSpec,
+    VoiceSpec,
 )
 from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import ProjectInfo
@@ -79,4 +81,12 @@ def run_query(engine: Engine, project: ProjectInfo, spec: QuerySpec) -> dict[str
         return adoption.run(engine, ctx, spec)
     if isinstance(spec, TimeToValueSpec):
         return time_to_value.run(engine, ctx, spec)
+    if isinstance(spec, RevenueSpec):
+        from kpilot.revenue.query import run as run_revenue
+
+        return run_revenue(engine, ctx, spec)
+    if isinstance(spec, VoiceSpec):
+        from kpilot.voice.query import run as run_voice
+
+        return run_voice(engine, ctx, spec)
     assert_never(spec)

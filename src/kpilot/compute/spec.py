@@ -20,6 +20,8 @@ from pydantic import (
 )
 
 from kpilot.errors import SpecError
+from kpilot.revenue.settings import RevenueMeasure, RevenueSettings
+from kpilot.voice.settings import VoiceMeasure, VoiceSettings
 
 __all__ = [
     "Breakdown",
@@ -30,10 +32,12 @@ __all__ = [
     "PropertyFilter",
     "QuerySpec",
     "RetentionSpec",
+    "RevenueSpec",
     "SessionsSpec",
     "StickinessSpec",
     "TimeToValueSpec",
     "TrendsSpec",
+    "VoiceSpec",
     "Window",
     "parse_spec",
 ]
@@ -241,6 +245,25 @@ class TimeToValueSpec(_Base):
     window: Window = Field(default_factory=lambda: Window(value=7, unit="day"))
 
 
+class RevenueSpec(_Base):
+    """Revenue, SaaS and acquisition measures from billing, spend and event data (docs/revenue.md)."""
+
+    kind: Literal["revenue"]
+    measure: RevenueMeasure = "mrr"
+    interval: Literal["day", "week", "month"] = "month"
+    settings: RevenueSettings = Field(default_factory=RevenueSettings)
+
+
+class VoiceSpec(_Base):
+    """Customer-voice measures: surveys, feedback, feature requests, support (docs/customer_voice.md)."""
+
+    kind: Literal["voice"]
+    measure: VoiceMeasure = "nps"
+    interval: Literal["day", "week", "month"] = "month"
+    survey: str | None = Field(default=None, min_length=1, description="only responses to this survey")
+    settings: VoiceSettings = Field(default_factory=VoiceSettings)
+
+
 QuerySpec = Annotated[
     TrendsSpec
     | StickinessSpec
@@ -248,11 +271,23 @@ QuerySpec = Annotated[
     | FunnelSpec
     | SessionsSpec
     | FeatureAdoptionSpec
-    | TimeToValueSpec,
+    | TimeToValueSpec
+    | RevenueSpec
+    | VoiceSpec,
     Field(discriminator="kind"),
 ]
 _ADAPTER: TypeAdapter[QuerySpec] = TypeAdapter(QuerySpec)
-KINDS = ("trends", "stickiness", "retention", "funnel", "sessions", "feature_adoption", "time_to_value")
+KINDS = (
+    "trends",
+    "stickiness",
+    "retention",
+    "funnel",
+    "sessions",
+    "feature_adoption",
+    "time_to_value",
+    "revenue",
+    "voice",
+)
 
 
 def parse_spec(data: Any) -> QuerySpec:

@@ -1,0 +1,1 @@
+"""Customer voice: surveys (NPS, CSAT, CES), feedback sentiment, feature requests and support tickets."""
