@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     TypeAdapter,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -178,12 +179,20 @@ class RetentionSpec(_Base):
 
 
 class FunnelStep(_Model):
-    event: str | None
+    """One funnel step: an event name (``None`` = any event) and property filters for that step only."""
+
+    event: str | None = Field(min_length=1)
     filters: list[PropertyFilter] = Field(default_factory=list)
+
+    def definition_key(self) -> tuple[str | None, tuple[str, ...]]:
+        """Two steps with equal keys match exactly the same events (filter order does not matter)."""
+        return self.event, tuple(sorted(f.model_dump_json() for f in self.filters))
 
 
 class Exclusion(_Model):
-    event: str
+    """Doing ``event`` after step ``from_step`` and before step ``to_step`` removes the person from the funnel."""
+
+    event: str = Field(min_length=1)
     from_step: int = Field(default=0, ge=0)
     to_step: int = Field(default=1, ge=1)
 
@@ -208,16 +217,19 @@ class FunnelSpec(_Base):
             return [{"event": s} if s is None or isinstance(s, str) else s for s in value]
         return value
 
-    @model_validator(mode="after")
-    def _exclusion_steps(self) -> FunnelSpec:
-        for i, ex in enumerate(self.exclusions):
-            if ex.to_step >= len(self.steps):
-                raise ValueError(
-                    f"exclusions[{i}].to_step {ex.to_step} is past the last step {len(self.steps) - 1}"
-                )
-        if self.exclusions and self.order == "unordered":
+    @field_validator("exclusions")
+    @classmethod
+    def _exclusion_steps(cls, value: list[Exclusion], info: ValidationInfo) -> list[Exclusion]:
+        steps = info.data.get("steps")
+        if value and info.data.get("order") == "unordered":
             raise ValueError("exclusions are not supported with order 'unordered'")
-        return self
+        if steps is not None:
+            for i, ex in enumerate(value):
+                if ex.to_step >= len(steps):
+                    raise ValueError(
+                        f"exclusions[{i}].to_step {ex.to_step} is past the last step {len(steps) - 1}"
+                    )
+        return value
 
 
 class SessionsSpec(_Base):
