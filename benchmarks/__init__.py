@@ -1,0 +1,1 @@
+"""Benchmark suite: synthetic product generator, the dashboard workload, plain reference implementations."""
