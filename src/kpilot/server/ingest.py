@@ -63,6 +63,15 @@ def prepare(
                 )
     out = Prepared()
     latest = received_at + future_tolerance
+    checked: dict[Any, bool] = {}  # timestamps repeat within a batch (always so for a batch-level sentAt)
+
+    def valid_time(value: Any) -> bool:
+        if not isinstance(value, str):
+            return _valid_time(value)
+        known = checked.get(value)
+        if known is None:
+            known = checked[value] = _valid_time(value)
+        return known
 
     def warn(kind: str, reason: str, msg: Any) -> None:
         name = msg.get("event") or msg.get("type") if isinstance(msg, dict) else None
@@ -88,7 +97,7 @@ def prepare(
             missing = {k: v for k, v in defaults.items() if k not in row}
             if missing:
                 row = {**row, **missing}
-        bad = [k for k in _TIME_KEYS if not _valid_time(row.get(k))]
+        bad = [k for k in _TIME_KEYS if not valid_time(row.get(k))]
         if bad:
             row = {k: v for k, v in row.items() if k not in bad}
             warn("invalid_timestamp", f"unparseable {', '.join(bad)}: stored at the receive time", msg)
