@@ -1,0 +1,246 @@
+"""Ingestion benchmark over loopback HTTP (not a test): events/s, latency per batch, server memory.
+
+Starts ``kpilot serve --port 0`` on a fresh workspace, then ``--clients`` threads each POST batches of
+``--batch`` Segment track events to ``/v1/batch`` over keep-alive connections, as fast as the server
+answers, for ``--duration`` seconds (after ``--warmup`` seconds that are not measured). Every event has a
+unique messageId, so every event is stored (nothing is deduplicated). The server's resident memory is
+sampled every second. Results go to a JSON file and a Markdown table.
+
+    .venv/bin/python benchmarks/ingest_http.py --duration 60 --clients 8
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import http.client
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from kpilot.keys import create_key, project_by_name  # noqa: E402
+from kpilot.workspace import Workspace  # noqa: E402
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+class Client(threading.Thread):
+    def __init__(
+        self, n: int, port: int, key: str, batch: int, start: float, warm_end: float, end: float
+    ) -> None:
+        super().__init__(daemon=True)
+        self.n, self.port, self.batch = n, port, batch
+        self.start_at, self.warm_end, self.end = start, warm_end, end
+        self.auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
+        self.latencies: list[float] = []
+        self.done_at: list[float] = []
+        self.events = 0
+        self.errors = 0
+
+    def body(self, seq: int) -> bytes:
+        now = datetime.now(UTC).isoformat()
+        return orjson.dumps(
+            {
+                "batch": [
+                    {
+                        "type": "track",
+                        "event": "bench_event" if i % 10 else "bench_signup",
+                        "userId": f"user-{(self.n * 7919 + seq * 31 + i) % 50_000}",
+                        "messageId": f"c{self.n}-{seq}-{i}",
+                        "timestamp": now,
+                        "properties": {"plan": "pro" if i % 3 else "free", "value": i, "path": "/pricing"},
+                        "context": {"library": {"name": "bench", "version": "1"}},
+                    }
+                    for i in range(self.batch)
+                ],
+                "sentAt": now,
+            }
+        )
+
+    def run(self) -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+        seq = 0
+        while True:
+            now = time.monotonic()
+            if now >= self.end:
+                break
+            body = self.body(seq)
+            seq += 1
+            t0 = time.perf_counter()
+            try:
+                conn.request(
+                    "POST",
+                    "/v1/batch",
+                    body,
+                    {"Content-Type": "application/json", "Authorization": self.auth},
+                )
+                reply = conn.getresponse()
+                reply.read()
+                ok = reply.status == 200
+            except (OSError, http.client.HTTPException):
+                ok = False
+                conn.close()
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+            elapsed = time.perf_counter() - t0
+            if now >= self.warm_end:
+                if ok:
+                    self.latencies.append(elapsed)
+                    self.done_at.append(time.monotonic() - self.warm_end)
+                    self.events += self.batch
+                else:
+                    self.errors += 1
+        conn.close()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--duration", type=float, default=60.0, help="measured seconds")
+    parser.add_argument("--warmup", type=float, default=5.0)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ingest_http.json")
+    parser.add_argument("--md", type=Path, default=ROOT / "benchmarks/results/ingest_http.md")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="kpilot-bench-") as tmp:
+        home = Path(tmp) / "ws"
+        with Workspace.init(home) as ws:
+            ws.create_project("bench")
+            key = create_key(ws.meta, project_by_name(ws.meta, "bench")).key
+        env = {k: v for k, v in os.environ.items() if not k.startswith("KPILOT_")}
+        env["PYTHONPATH"] = str(ROOT / "src")
+        log = (Path(tmp) / "serve.log").open("wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "kpilot", "--home", str(home), "serve", "--port", "0"],
+            env=env,
+            stdout=log,
+            stderr=log,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            info = None
+            while time.monotonic() < deadline and info is None:
+                try:
+                    data = json.loads((home / "server.json").read_text())
+                    info = data if data["pid"] == proc.pid else None
+                except (OSError, ValueError):
+                    time.sleep(0.1)
+            if info is None:
+                raise SystemExit("server did not start")
+            port = int(info["port"])
+            start = time.monotonic()
+            warm_end = start + args.warmup
+            end = warm_end + args.duration
+            clients = [Client(n, port, key, args.batch, start, warm_end, end) for n in range(args.clients)]
+            memory: list[tuple[float, int]] = []
+            load_start = os.getloadavg()
+            for c in clients:
+                c.start()
+            while time.monotonic() < end:
+                memory.append((round(time.monotonic() - start, 1), rss_kib(proc.pid)))
+                time.sleep(1.0)
+            for c in clients:
+                c.join()
+            load_end = os.getloadavg()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            conn.request("GET", "/health")
+            health = json.loads(conn.getresponse().read())
+            conn.close()
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(timeout=120)
+            log.close()
+
+    latencies = [lat for c in clients for lat in c.latencies]
+    events = sum(c.events for c in clients)
+    measured = [m for t, m in memory if t >= args.warmup]
+    window = 10.0
+    per_window = [0] * max(1, int(args.duration // window))
+    for c in clients:
+        for t in c.done_at:
+            per_window[min(len(per_window) - 1, int(t // window))] += args.batch
+    result = {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "note": "clients run on the same machine as the server and share its CPUs",
+        "load_average_1m": {"start": round(load_start[0], 2), "end": round(load_end[0], 2)},
+        "duration_s": args.duration,
+        "warmup_s": args.warmup,
+        "clients": args.clients,
+        "batch_size": args.batch,
+        "requests": len(latencies),
+        "errors": sum(c.errors for c in clients),
+        "events": events,
+        "events_per_s": round(events / args.duration, 1),
+        "latency_ms": {
+            "p50": round(percentile(latencies, 0.50) * 1000, 2),
+            "p90": round(percentile(latencies, 0.90) * 1000, 2),
+            "p99": round(percentile(latencies, 0.99) * 1000, 2),
+            "max": round(max(latencies, default=float("nan")) * 1000, 2),
+            "mean": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
+        },
+        "events_per_s_by_10s_window": [round(n / window, 1) for n in per_window],
+        "server_writer": health["writer"],
+        "server_rss_mib": {
+            "first": round(measured[0] / 1024, 1) if measured else None,
+            "last": round(measured[-1] / 1024, 1) if measured else None,
+            "max": round(max(measured) / 1024, 1) if measured else None,
+            "series_s_kib": memory,
+        },
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    lat = result["latency_ms"]
+    rss = result["server_rss_mib"]
+    writer = health["writer"]
+    args.md.write_text(
+        "# Ingestion over HTTP (loopback)\n\n"
+        f"Run {result['date']} on {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
+        f"{args.clients} concurrent clients on the same machine, batches of {args.batch} Segment track events "
+        f"to `/v1/batch`, {args.duration:g} s measured after {args.warmup:g} s warm-up "
+        f"(`benchmarks/ingest_http.py`). The machine was shared: 1-minute load average "
+        f"{result['load_average_1m']['start']} at the start, {result['load_average_1m']['end']} at the end.\n\n"
+        "| events/s | requests | errors | p50 ms | p90 ms | p99 ms | max ms | commits | requests/commit | RSS first → last (max) MiB |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        f"| {result['events_per_s']:,.0f} | {result['requests']} | {result['errors']} | {lat['p50']} | {lat['p90']} | "
+        f"{lat['p99']} | {lat['max']} | {writer['commits']} | {writer['requests'] / max(1, writer['commits']):.1f} | "
+        f"{rss['first']} → {rss['last']} ({rss['max']}) |\n"
+    )
+    print(args.md.read_text())
+
+
+if __name__ == "__main__":
+    main()
