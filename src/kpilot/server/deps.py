@@ -95,7 +95,7 @@ _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 def require_admin(request: Request, state: StateDep) -> None:
     """The local admin API: loopback clients presenting the token from ``server.json`` only."""
     client = request.client.host if request.client else ""
-    if client not in _LOOPBACK and not client.startswith("127."):
+    if client not in _LOOPBACK and not client.removeprefix("::ffff:").startswith("127."):
         raise IngestError(403, "forbidden", "the admin API only answers loopback clients")
     auth = request.headers.get("authorization", "")
     token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""

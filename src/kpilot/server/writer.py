@@ -175,6 +175,8 @@ class GroupCommitWriter:
 
     def _write(self, project_id: int, jobs: list[_Job]) -> bool:
         events = [e for job in jobs for e in job.events]
+        if not events:  # only warnings to record
+            return True
         try:
             result = self.store.write_batch(
                 project_id, events, received_at=datetime.now(UTC).replace(tzinfo=None)
