@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
-from rich.table import Table
+from rich.markup import escape
 
 from kpilot.cli.common import JsonOpt, ProjectOpt, console, emit_json, fail, state
 from kpilot.errors import KpilotError
@@ -35,15 +35,10 @@ def warnings(
     if as_json:
         emit_json([w.as_dict() for w in rows])
         return
-    table = Table("when (UTC)", "project", "key", "source", "kind", "event", "reason")
+    if not rows:
+        console.print("No ingestion warnings.")
+        return
     for w in rows:
-        table.add_row(
-            w.created_at.isoformat(timespec="seconds"),
-            w.project,
-            (w.key_prefix or "") + "…",
-            w.source,
-            w.kind,
-            w.event or "",
-            w.reason,
-        )
-    console.print(table)
+        head = f"{w.created_at.isoformat(sep=' ', timespec='seconds')}  {w.project}  {w.key_prefix or '?'}…  {w.source}"
+        console.print(f"{escape(head)}  [bold]{escape(w.kind)}[/]  {escape(w.event or '')}", highlight=False)
+        console.print(f"    {w.reason}", highlight=False, markup=False)
