@@ -71,6 +71,10 @@ def test_rejected_rows_by_claimed_event_and_day(env: Env, tmp_path: Path) -> Non
     assert report.status == "warnings"
     # 4 rejected of 5 rows read: 80%
     assert report.issues()[0] == "4 row(s) rejected at import (80.00%)"
+    reasons = {r["reason"]: r for r in report.rejection_reasons}
+    assert reasons["distinct_id is missing"]["count"] == 2
+    assert reasons["distinct_id is missing"]["example"] == f"{path}:2"
+    assert len(reasons) == 3
     # a date range keeps rejections of its days, and those without a readable day
     ranged = _audit(env, date_from=date(2024, 3, 2), date_to=date(2024, 3, 2))
     assert ranged.totals().rejected == 3

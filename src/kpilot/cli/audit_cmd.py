@@ -6,6 +6,7 @@ from datetime import datetime
 from typing import Annotated
 
 import typer
+from rich import box
 from rich.table import Table
 
 from kpilot.cli.common import JsonOpt, ProjectOpt, console, emit_json, fail, open_workspace, pick_project
@@ -13,6 +14,10 @@ from kpilot.errors import KpilotError
 from kpilot.quality import AuditOptions, AuditReport, run_audit
 
 _SHOWN = 30
+_LEGEND = (
+    "rej: rows rejected at import; dups: duplicates dropped; anon: share of events from persons never "
+    "identified; fut/past: timestamps out of range; drift: property schema changes"
+)
 
 
 def audit(
@@ -58,9 +63,9 @@ def _n(value: int) -> str:
 
 
 def _print(report: AuditReport, by_day: bool) -> None:
-    table = Table(title=f"Events of project {report.project} (UTC days)")
-    table.add_column("event", overflow="fold")
-    for col in ("days", "events", "rejected", "dups", "anon", "future", "past", "drift"):
+    table = Table(title=f"Events of project {report.project} (UTC days)", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("event", overflow="fold", min_width=12)
+    for col in ("days", "events", "rej", "dups", "anon", "fut", "past", "drift"):
         table.add_column(col, justify="right", no_wrap=True)
     for event, n_days, s in report.by_event():
         share = f"{s.anonymous_share:.1%}" if s.anonymous_share is not None else "-"
@@ -76,12 +81,13 @@ def _print(report: AuditReport, by_day: bool) -> None:
             _n(s.drift),
         )
     console.print(table)
+    console.print(_LEGEND, style="dim", highlight=False)
     rows = report.rows if by_day else [r for r in report.rows if r.has_issue]
     if rows:
-        days = Table(title="Every day" if by_day else "Days with issues")
+        days = Table(title="Every day" if by_day else "Days with issues", box=box.SIMPLE_HEAD, pad_edge=False)
         days.add_column("day", no_wrap=True)
-        days.add_column("event", overflow="fold")
-        for col in ("events", "rejected", "dups", "anon", "future", "past", "drift"):
+        days.add_column("event", overflow="fold", min_width=8)
+        for col in ("events", "rej", "dups", "anon", "fut", "past", "drift"):
             days.add_column(col, justify="right", no_wrap=True)
         limit = len(rows) if by_day else _SHOWN
         for r in rows[:limit]:
@@ -108,6 +114,14 @@ def _print(report: AuditReport, by_day: bool) -> None:
         console.print(drift)
         if len(report.drift) > _SHOWN:
             console.print(f"... and {len(report.drift) - _SHOWN} more changes (--json for all)")
+    if report.rejection_reasons:
+        reasons = Table(title="Rejected rows")
+        reasons.add_column("rejected because", overflow="fold")
+        reasons.add_column("rows", justify="right", no_wrap=True)
+        reasons.add_column("for example", overflow="fold")
+        for reason in report.rejection_reasons:
+            reasons.add_row(str(reason["reason"]), f"{reason['count']:,}", str(reason["example"] or "-"))
+        console.print(reasons)
     if report.ingestion_warnings:
         warn = Table("kind", "event", "count", title="Ingestion server warnings")
         for w in report.ingestion_warnings[:_SHOWN]:

@@ -5,7 +5,8 @@ audit is about ingestion, and ingestion statistics are kept per UTC day):
 
 * ``volume``: events stored.
 * ``rejected``: rows an import refused (metadata table ``import_rejections``, by the event name and day
-  the row claimed; rows without a readable name or day are reported under an unknown event or day).
+  the row claimed; rows without a readable name or day are reported under an unknown event or day). The
+  most frequent reasons are listed with one example ``file:line`` each.
 * ``deduplicated``: rows dropped at ingestion as repeats of an event already stored (``ingest_stats``).
 * ``anonymous``: events of persons who were never identified. A person is *identified* when one of its
   distinct ids sent an identify or alias call (``$identify``, ``$create_alias``, ``$merge_dangerously``;
@@ -31,7 +32,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, inspect, select
+from sqlalchemy import and_, func, inspect, or_, select
 
 from kpilot.meta.models import ImportRejection, ImportRun
 from kpilot.quality.drift import DriftChange, fetch, schema_drift
@@ -40,6 +41,7 @@ from kpilot.workspace import ProjectInfo, Workspace
 __all__ = ["IDENTIFY_EVENTS", "AuditOptions", "AuditReport", "DayStats", "run_audit"]
 
 IDENTIFY_EVENTS = ("$identify", "$create_alias", "$merge_dangerously")
+TOP_REASONS = 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +100,8 @@ class AuditReport:
     rejections_without_detail: int = 0
     """Rejected rows counted by import runs but not kept with a reason (beyond the per-run cap)."""
     ingestion_warnings: list[dict[str, Any]] = field(default_factory=list)
+    rejection_reasons: list[dict[str, Any]] = field(default_factory=list)
+    """The most frequent reasons of stored rejected rows, with a count and one example ``file:line``."""
 
     # ---- aggregates -----------------------------------------------------------------------------------
     def totals(self) -> DayStats:
@@ -144,7 +148,7 @@ class AuditReport:
         if t.past:
             out.append(
                 f"{t.past:,} event(s) timestamped over {self.options.past_days:g} days before receipt"
-                f"{_pct(t.past, t.volume)}"
+                f"{_pct(t.past, t.volume)} (a backfill of history? widen --past-days)"
             )
         changed = sum(1 for d in self.drift if d.change == "type_changed")
         gone = sum(1 for d in self.drift if d.change == "disappeared")
@@ -200,6 +204,7 @@ class AuditReport:
             "totals": {k: v for k, v in t.as_dict().items() if k not in ("day", "event")},
             "rejections_without_detail": self.rejections_without_detail,
             "ingestion_warnings": self.ingestion_warnings,
+            "rejection_reasons": self.rejection_reasons,
             "by_event": [
                 {"event": e, "days": d, **{k: v for k, v in s.as_dict().items() if k not in ("day", "event")}}
                 for e, d, s in self.by_event()
@@ -268,6 +273,7 @@ def run_audit(ws: Workspace, project: ProjectInfo, options: AuditOptions | None 
         drift,
         _rejections_without_detail(ws, project),
         _ingestion_warnings(ws, project, lo, hi),
+        _rejection_reasons(ws, project, opts),
     )
 
 
@@ -310,6 +316,30 @@ def _rejections(
             ):
                 continue
             out[(day, event)] += int(n)
+    return out
+
+
+def _rejection_reasons(ws: Workspace, project: ProjectInfo, opts: AuditOptions) -> list[dict[str, Any]]:
+    """Top :data:`TOP_REASONS` reasons of rejected rows in the range (rows without a day always count)."""
+    r = ImportRejection
+    conds = [r.project_id == project.id]
+    if opts.date_from or opts.date_to:
+        lo = opts.date_from.isoformat() if opts.date_from else "0000-00-00"
+        hi = opts.date_to.isoformat() if opts.date_to else "9999-99-99"
+        conds.append(or_(r.day.is_(None), and_(r.day >= lo, r.day <= hi)))
+    q = (
+        select(r.reason, func.count(), func.min(r.id))
+        .where(*conds)
+        .group_by(r.reason)
+        .order_by(func.count().desc(), r.reason)
+        .limit(TOP_REASONS)
+    )
+    with ws.meta.session() as s:
+        out = []
+        for reason, n, first_id in s.execute(q).all():
+            example = s.get(ImportRejection, first_id)
+            where = f"{example.file}:{example.line}" if example is not None else None
+            out.append({"reason": reason, "count": int(n), "example": where})
     return out
 
 
