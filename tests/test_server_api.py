@@ -388,3 +388,12 @@ def test_openapi_lists_the_endpoints(api: Api) -> None:
         "/health",
         "/api/projects/{name}/query",
     } <= set(paths)
+
+
+def test_analytics_js_settings_point_back_at_the_server(api: Api) -> None:
+    r = api.client.get(f"/v1/projects/{api.keys['alpha']}/settings")
+    assert r.status_code == 200
+    seg_io = r.json()["integrations"]["Segment.io"]
+    assert seg_io["apiKey"] == api.keys["alpha"]
+    assert seg_io["apiHost"] == api.server.url.removeprefix("http://") + "/v1"
+    assert api.client.get("/v1/projects/kp_nope/settings").status_code == 401
