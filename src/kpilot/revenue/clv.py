@@ -152,11 +152,18 @@ def fit_gamma_gamma(x: Sequence[float] | Array, m: Sequence[float] | Array) -> G
     return GammaGamma(p, q, g, -float(res.fun))
 
 
-def rfm_sql(project_id: int, first: Any, last: Any) -> str:
+def rfm_sql(project_id: int, first: Any, last: Any, dialect: Any = None) -> str:
     """Per customer ``(customer_id, x, t_x_days, T_days, m)`` from paid invoices issued on ``first .. last``
     (whole days); ``T`` runs from the first purchase to ``last`` (the last observed day), as in the CDNOW
     summary the published fits use."""
     end = last + timedelta(days=1)
+    from kpilot.compute.dialect import DIALECTS
+
+    d = dialect or DIALECTS["duckdb"]
+
+    def diff(a: str, b: str) -> str:
+        return str(d.periods_between("day", a, b))
+
     from kpilot.compute.dialect import lit
 
     return (
@@ -164,7 +171,7 @@ def rfm_sql(project_id: int, first: Any, last: Any) -> str:
         f"  WHERE project_id = {project_id} AND status = 'paid' AND issued_at >= {lit(first)} AND issued_at < {lit(end)}\n"
         f"  GROUP BY 1, 2),\n"
         f"r AS (SELECT *, row_number() OVER (PARTITION BY customer_id ORDER BY day) AS k FROM d)\n"
-        f"SELECT customer_id, count(*) - 1, max(day) - min(day), {lit(last)} - min(day),\n"
+        f"SELECT customer_id, count(*) - 1, {diff('min(day)', 'max(day)')}, {diff('min(day)', lit(last))},\n"
         f"  coalesce(avg(CASE WHEN k > 1 THEN v END), 0)\n"
         f"FROM r GROUP BY customer_id ORDER BY customer_id"
     )
@@ -176,7 +183,7 @@ def run_predicted(engine: Any, ctx: Any, spec: Any) -> dict[str, Any]:
         from kpilot.errors import SpecError
 
         raise SpecError("predicted_clv has no breakdown", field="breakdown")
-    rows = engine.fetchall(rfm_sql(ctx.project_id, spec.first_day, spec.last_day))
+    rows = engine.fetchall(rfm_sql(ctx.project_id, spec.first_day, spec.last_day, ctx.dialect))
     if len(rows) < 3:
         raise KpilotError("predicted_clv needs paid invoices of at least 3 customers in the range")
     ids = [str(r[0]) for r in rows]
