@@ -189,7 +189,7 @@ class EventStore:
                 ).fetchall()
             )
             # Other ids of the persons involved matter too: merging must see each person as one node.
-            all_ids = [r[0] for r in cur.execute("SELECT distinct_id FROM batch_ids").fetchall()]
+            all_ids = [r[0] for r in cur.execute("SELECT distinct_id FROM batch_ids ORDER BY distinct_id").fetchall()]
             plan = plan_identity(all_ids, merges, existing, int(next_id))
             if plan.new_ids:
                 cur.register(
