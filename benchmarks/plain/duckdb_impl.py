@@ -6,6 +6,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+
 from benchmarks.plain.common import Range, identity_map, parse_anon, py, week_no
 
 __all__ = ["DuckDBImpl"]

@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
+
 from benchmarks.plain.common import Range, identity_map, parse_anon, py, week_no
 
 __all__ = ["PandasImpl"]

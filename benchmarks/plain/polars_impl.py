@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import polars as pl
+
 from benchmarks.plain.common import Range, identity_map, parse_anon, py, week_no
 
 __all__ = ["PolarsImpl"]
@@ -109,8 +110,8 @@ class PolarsImpl:
         r = Range.of(spec)
         steps = list(spec["steps"])
         window = spec["window"]["value"] * _UNIT_SECONDS[spec["window"]["unit"]] * 1_000_000
-        ev = self._between(r.first, r.last).filter(pl.col("event").cast(pl.String).is_in(steps))
-        step = pl.col("event").cast(pl.String)
+        ev = self._between(r.first, r.last).filter(pl.col("event").is_in(steps))
+        step = pl.col("event")
         attempts = ev.filter(step == steps[0]).select("person", s="t").unique().with_columns(t0=pl.col("s"))
         for k in range(1, len(steps)):
             prev, cur = f"t{k - 1}", f"t{k}"
@@ -155,7 +156,7 @@ class PolarsImpl:
             .with_columns(
                 new=(pl.col("person") != pl.col("person").shift(1)).fill_null(True)
                 | ((pl.col("t") - pl.col("t").shift(1)) > gap).fill_null(True),
-                pv=pl.col("event").cast(pl.String).is_in(pageview),
+                pv=pl.col("event").is_in(pageview),
             )
             .with_columns(run=pl.col("new").cum_sum())
             .with_columns(start=pl.col("t").min().over("run"))
@@ -201,7 +202,7 @@ class PolarsImpl:
         r = Range.of(spec)
         weeks = self._between(r.first, r.last).select(
             "person",
-            used=pl.col("event").cast(pl.String) == spec["event"],
+            used=pl.col("event") == spec["event"],
             week=pl.col("day") - (pl.col("day") + 3) % 7,
         )
         per = weeks.group_by("week", "person").agg(pl.col("used").any())
