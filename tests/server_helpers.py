@@ -59,7 +59,7 @@ class ThreadServer:
         self.url = f"http://127.0.0.1:{port}"
         app = create_app(self.settings, workspace=self.ws)
         self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+            uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on", ws="none")
         )
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [sock]}, daemon=True)
         self.thread.start()

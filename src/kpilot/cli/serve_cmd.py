@@ -47,7 +47,7 @@ def serve(
     bound_port = sock.getsockname()[1]
     app = create_app(settings, workspace=ws, advertise=(settings.host, bound_port))
     config = uvicorn.Config(
-        app, log_level=log_level, access_log=False, lifespan="on", timeout_graceful_shutdown=30
+        app, log_level=log_level, access_log=False, lifespan="on", ws="none", timeout_graceful_shutdown=30
     )
     server = uvicorn.Server(config)
     _tune_gc()
