@@ -227,3 +227,34 @@ def test_fuzz_found_nothing_stored_from_unknown_keys(served: tuple[ThreadServer,
             client.post(path, json={"api_key": "kp_x", "event": "x", "distinct_id": "u"}).status_code == 401
         )
     assert _counts(server) == before
+
+
+spec_values = st.fixed_dictionaries(
+    {
+        "kind": st.sampled_from(["trends", "stickiness", "retention", "funnel", "sessions", "nope", ""]),
+        "date_from": st.sampled_from(["2024-03-01", "2024-02-30", "x", "2024-03-01T10:00:00"]),
+        "date_to": st.sampled_from(["2024-03-02", "2024-03-01", "2023-01-01"]),
+    },
+    optional={
+        "event": st.one_of(st.text(max_size=8), json_values),
+        "math": st.sampled_from(["total", "dau", "wau", "mau", "unique", "bogus"]),
+        "interval": st.sampled_from(["hour", "day", "week", "month", "year"]),
+        "timezone": st.sampled_from(["UTC", "Europe/Paris", "Mars/Base"]),
+        "filters": json_values,
+        "breakdown": json_values,
+        "steps": json_values,
+    },
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(body=st.one_of(spec_values.map(orjson.dumps), json_values.map(orjson.dumps), st.binary(max_size=50)))
+def test_fuzz_query_api(served: tuple[ThreadServer, str, httpx.Client], body: bytes) -> None:
+    server, _, client = served
+    token = server.app_state.admin_token
+    reply = client.post(
+        "/api/projects/alpha/query", content=body, headers={"Authorization": f"Bearer {token}"}
+    )
+    assert reply.status_code in (200, 400), reply.text
+    if reply.status_code == 400:
+        assert set(reply.json()) == {"error"}
