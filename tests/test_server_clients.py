@@ -216,6 +216,17 @@ def test_wrong_key_is_refused_and_each_client_parses_the_error(
     assert seg_errors[0].code == "invalid_api_key"
     assert "unknown or revoked" in seg_errors[0].message
 
+    from rudderstack.analytics.client import Client as Rudder
+
+    rs_errors: list[Any] = []
+    rs = Rudder(
+        write_key="kp_wrong", host=server.url, on_error=lambda e, b: rs_errors.append(e), max_retries=0
+    )
+    rs.track(user_id="u", event="x", timestamp=T0)
+    rs.flush()
+    rs.shutdown()
+    assert [(e.status, e.code) for e in rs_errors] == [(401, "invalid_api_key")]
+
     ph_errors: list[Any] = []
     ph = Posthog(
         "kp_wrong",
