@@ -79,6 +79,9 @@ def _register() -> None:
     app.command("serve")(serve_cmd.serve)
     app.add_typer(keys_cmd.app, name="keys")
     app.add_typer(ingestion_cmd.app, name="ingestion")
+    from kpilot.cli import export_cmd
+
+    app.add_typer(export_cmd.app, name="export")
     from kpilot.cli import sources_cmd
 
     sources_cmd.register(import_cmd.app, app)

@@ -134,7 +134,8 @@ def _compare(expr: str, f: PropertyFilter, dialect: Dialect) -> str:
         sym = {"gt": ">", "gte": ">=", "lt": "<", "lte": "<="}[op]
         return f"{dialect.to_double(expr)} {sym} {lit(value)}"  # type: ignore[arg-type]
     if op in ("icontains", "not_icontains"):
-        pattern = "%" + str(value).lower().replace("%", "\\%").replace("_", "\\_") + "%"
+        needle = str(value).lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = "%" + needle + "%"
         core = f"lower({expr}) LIKE {lit(pattern)} ESCAPE '\\'"
         return core if op == "icontains" else f"({expr} IS NULL OR NOT ({core}))"
     values = value if isinstance(value, list) else [value]

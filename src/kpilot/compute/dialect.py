@@ -91,12 +91,15 @@ class SparkDialect:
         return f"from_utc_timestamp({col}, {lit(tz)})"
 
     def json_text(self, col: str, key: str) -> str:
-        safe = key.replace("'", "")
-        return (
-            f"get_json_object({col}, '$[''{safe}'']')"
-            if "." in key
-            else f"get_json_object({col}, {lit('$.' + key)})"
-        )
+        """Same text as DuckDB's ``json_extract_string``: strings unquoted, other values as compact JSON.
+
+        The bracket path ``$['key']`` reads any key except ones with a quote or ``*`` (Spark's path parser
+        stops or wildcards there); those go through a JSON-to-map parse, which gives the same text.
+        """
+        if "'" in key or "*" in key:
+            return f"try_element_at(from_json({col}, 'map<string,string>'), {lit(key)})"
+        path = "$['" + key + "']"
+        return f"get_json_object({col}, {lit(path)})"
 
     def trunc(self, unit: str, expr: str, week_start: str = "monday") -> str:
         if unit == "week" and week_start == "sunday":
@@ -107,7 +110,8 @@ class SparkDialect:
         return f"({expr} + make_interval(0, 0, 0, CAST({days} AS INT)))"
 
     def epoch_seconds(self, expr: str) -> str:
-        return f"(unix_micros({expr}) / 1000000.0)"
+        # a DOUBLE like DuckDB's epoch() (``/ 1000000.0`` would make a DECIMAL in Spark)
+        return f"(CAST(unix_micros({expr}) AS DOUBLE) / 1000000)"
 
     def median(self, expr: str) -> str:
         return f"percentile({expr}, 0.5)"
