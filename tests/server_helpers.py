@@ -124,10 +124,15 @@ class ProcServer:
         return (self.home.parent / "serve.log").read_text()
 
 
-def start_proc_server(home: Path, timeout: float = 60.0) -> ProcServer:
+def start_proc_server(
+    home: Path,
+    timeout: float = 60.0,
+    args: tuple[str, ...] = ("--port", "0"),
+    env: dict[str, str] | None = None,
+) -> ProcServer:
     with (home.parent / "serve.log").open("ab") as log:
         proc = subprocess.Popen(
-            kpilot_cmd(home, "serve", "--port", "0"), env=clean_env(), stdout=log, stderr=log
+            kpilot_cmd(home, "serve", *args), env={**clean_env(), **(env or {})}, stdout=log, stderr=log
         )
     deadline = time.monotonic() + timeout
     path = home / SERVER_FILE

@@ -142,3 +142,14 @@ def test_requests_share_group_commits_and_replies_wait_for_the_commit(tmp_path: 
         assert server.sql("SELECT count(*) FROM events") == [(80,)]
     finally:
         server.stop()
+
+
+def test_host_and_port_from_environment(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    make_workspace(home)
+    server = start_proc_server(home, args=(), env={"KPILOT_HOST": "127.0.0.1", "KPILOT_PORT": "0"})
+    try:
+        assert server.info.host == "127.0.0.1" and server.info.port > 0
+        assert httpx.get(server.url + "/health").json()["status"] == "ok"
+    finally:
+        server.terminate()
