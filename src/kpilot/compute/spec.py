@@ -233,28 +233,44 @@ class FunnelSpec(_Base):
 
 
 class SessionsSpec(_Base):
+    """Sessions split after ``inactivity_minutes`` without events or ``max_hours`` after their start."""
+
     kind: Literal["sessions"]
     interval: Literal["day", "week", "month"] = "day"
-    inactivity_minutes: int = Field(default=30, ge=1)
-    max_hours: int = Field(default=24, ge=1)
+    inactivity_minutes: int = Field(default=30, ge=1, le=7 * 24 * 60)
+    max_hours: int = Field(default=24, ge=1, le=24 * 31)
     engaged_seconds: int = Field(default=10, ge=0)
-    key_events: list[str] = Field(default_factory=list)
-    pageview_events: list[str] = Field(default_factory=lambda: ["$pageview", "$screen"])
+    key_events: list[Annotated[str, Field(min_length=1)]] = Field(default_factory=list)
+    pageview_events: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["$pageview", "$screen"]
+    )
 
 
 class FeatureAdoptionSpec(_Base):
+    """Share of active persons (``active_event``, any event when null) who did ``event``, per interval."""
+
     kind: Literal["feature_adoption"]
-    event: str
-    active_event: str | None = None
+    event: str = Field(min_length=1)
+    active_event: str | None = Field(default=None, min_length=1)
     interval: Literal["day", "week", "month"] = "week"
 
 
 class TimeToValueSpec(_Base):
+    """Time from a person's first ``signup_event`` to their first ``value_event``, by signup cohort."""
+
     kind: Literal["time_to_value"]
-    signup_event: str
-    value_event: str
+    signup_event: str = Field(min_length=1)
+    value_event: str = Field(min_length=1)
     cohort_interval: Literal["day", "week", "month"] = "week"
     window: Window = Field(default_factory=lambda: Window(value=7, unit="day"))
+
+    @model_validator(mode="after")
+    def _distinct_events(self) -> TimeToValueSpec:
+        if self.value_event == self.signup_event:
+            raise ValueError(
+                "value_event must differ from signup_event (every person would reach value at 0 s)"
+            )
+        return self
 
 
 class RevenueSpec(_Base):
