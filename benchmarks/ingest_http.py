@@ -36,6 +36,16 @@ from kpilot.keys import create_key, project_by_name  # noqa: E402
 from kpilot.workspace import Workspace  # noqa: E402
 
 
+def store_kib(port: int) -> int:
+    """DuckDB's own buffer memory, as the server's /health reports it."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    try:
+        conn.request("GET", "/health")
+        return int(json.loads(conn.getresponse().read()).get("store_memory_bytes", 0)) // 1024
+    finally:
+        conn.close()
+
+
 def rss_kib(pid: int) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -165,8 +175,11 @@ def main() -> None:
             load_start = os.getloadavg()
             for c in clients:
                 c.start()
+            store_memory: list[tuple[float, int]] = []
             while time.monotonic() < end:
                 memory.append((round(time.monotonic() - start, 1), rss_kib(proc.pid)))
+                if len(memory) % 10 == 1:
+                    store_memory.append((memory[-1][0], store_kib(port)))
                 time.sleep(1.0)
             for c in clients:
                 c.join()
@@ -219,6 +232,7 @@ def main() -> None:
             "last": round(measured[-1] / 1024, 1) if measured else None,
             "max": round(max(measured) / 1024, 1) if measured else None,
             "series_s_kib": memory,
+            "duckdb_buffers_series_s_kib": store_memory,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -367,6 +367,7 @@ def test_health_reports_writer_counters(api: Api) -> None:
     body = api.client.get("/health").json()
     assert body["status"] == "ok"
     assert body["writer"]["events_stored"] == 5
+    assert body["store_memory_bytes"] >= 0 and body["pending_events"] == 0
 
 
 def test_cors_preflight_only_on_ingestion_paths(api: Api) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter
 
 from kpilot import __version__
-from kpilot.server.deps import WriterDep
+from kpilot.server.deps import StateDep, WriterDep
 
 __all__ = ["router"]
 
@@ -15,11 +15,14 @@ router = APIRouter(tags=["health"])
 
 
 @router.get("/health")
-async def health(writer: WriterDep) -> dict[str, Any]:
-    """``{"status": "ok", ...}`` while the server accepts events, with the writer's counters."""
+def health(writer: WriterDep, state: StateDep) -> dict[str, Any]:
+    """``{"status": "ok", ...}`` while the server accepts events, with the writer's counters and the
+    memory DuckDB reports for its buffers (``store_memory_bytes``). Runs on a worker thread."""
+    rows = state.ws.store.fetchall("SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()")
     return {
         "status": "ok",
         "version": __version__,
         "pending_events": writer.pending_events,
+        "store_memory_bytes": int(rows[0][0]),
         "writer": writer.stats.as_dict(),
     }
