@@ -9,7 +9,7 @@ Steps (``python -m benchmarks.run --events N --persons P --days D``):
 3. Run the workload (:mod:`benchmarks.workload`) with kpilot's engine and with each plain implementation,
    each in its own process: a cold pass (new process: open or load the data, then every query once), then
    ``--repeat`` warm passes in the same process; per query the warm time is the median of the warm passes.
-   Each process reports its peak resident memory (``ru_maxrss``).
+   Each process reports its peak resident memory (``VmHWM``).
 4. Check that every implementation gives the same numbers as kpilot (and the plain ones as each other); any
    difference fails the run, listing the differences.
 5. Write ``results/<scale>.json`` and rebuild the Markdown summary ``results/README.md`` from every result
@@ -73,6 +73,18 @@ def _human(n: int) -> str:
 
 
 def _peak_mib() -> float:
+    """This process's peak resident memory in MiB.
+
+    Linux's ``VmHWM`` is reset by ``exec``; ``ru_maxrss`` is not (a child would report its parent's peak
+    when that is higher), so it is only the fallback.
+    """
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        pass
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
