@@ -53,7 +53,12 @@ def spark_session() -> Iterator[Any]:
         "local[2]",
         shuffle_partitions=1,
         app_name="kpilot-tests",
-        conf={"spark.ui.enabled": "false", "spark.sql.adaptive.enabled": "false"},
+        # tiny data: no adaptive re-planning; the C1 JIT alone warms up faster for a short run
+        conf={
+            "spark.ui.enabled": "false",
+            "spark.sql.adaptive.enabled": "false",
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+        },
     )
     session.sparkContext.setLogLevel("ERROR")
     yield session
@@ -189,3 +194,52 @@ def test_query_cli_runs_on_spark(fixture_ws: tuple[Workspace, Path], spark: Any,
     ws, _ = fixture_ws
     expected = run_query(DuckDBEngine(ws.store), ws.project("acme"), parse_spec(spec.read_text()))
     assert json.loads(res.stdout) == json.loads(json.dumps(expected))
+
+
+@needs_java
+def test_empty_lake_and_switching_engines_on_one_session(
+    spark_session: Any, spark: Any, fixture_ws: tuple[Workspace, Path], tmp_path: Path
+) -> None:
+    from kpilot.engines.spark_engine import SparkEngine
+
+    ws = Workspace.init(tmp_path / "ws")
+    try:
+        empty = ws.create_project("empty", "Asia/Tokyo")
+        export_lake(ws, tmp_path / "lake")
+        spec = parse_spec(
+            {"kind": "trends", "date_from": "2024-03-01", "date_to": "2024-03-02", "math": "dau"}
+        )
+        other = SparkEngine(spark_session, tmp_path / "lake")
+        result = run_query(other, other.manifest.project(None).info(), spec)
+        assert result == run_query(DuckDBEngine(ws.store), empty, spec)
+        assert [p["value"] for p in result["series"]] == [0, 0]
+        # the module's engine registers its own views again before its next query
+        main_ws, _ = fixture_ws
+        acme = main_ws.project("acme")
+        assert run_query(spark, acme, spec) == run_query(DuckDBEngine(main_ws.store), acme, spec)
+        assert run_query(other, empty, spec) == result
+    finally:
+        ws.close()
+
+
+def test_missing_lake_is_named(tmp_path: Path) -> None:
+    from kpilot.engines.spark_engine import SparkEngine, SparkUnavailable
+
+    # the manifest is checked before any Spark call, so no session is needed here
+    with pytest.raises(SparkUnavailable, match="no kpilot lake at"):
+        SparkEngine(None, tmp_path)  # type: ignore[arg-type]
+
+
+@needs_java
+def test_lake_given_as_uri_is_read_through_spark(
+    spark_session: Any, spark: Any, fixture_ws: tuple[Workspace, Path]
+) -> None:
+    from kpilot.engines.spark_engine import SparkEngine
+
+    ws, lake = fixture_ws
+    by_uri = SparkEngine(spark_session, lake.as_uri())
+    assert by_uri.lake.startswith("file:///")
+    assert by_uri.manifest == spark.manifest
+    spec = parse_spec({"kind": "trends", "date_from": "2024-03-01", "date_to": "2024-03-07", "math": "wau"})
+    nyc = ws.project("nyc")
+    assert run_query(by_uri, nyc, spec) == run_query(DuckDBEngine(ws.store), nyc, spec)

@@ -39,6 +39,6 @@ def lake(
         emit_json(orjson.loads(manifest.to_json()))
         return
     for p in manifest.projects:
-        if p.exported_at == manifest.exported_at:
+        if project is None or p.name == project:
             console.print(f"{p.name}: {p.rows.get('events', 0)} events (timezone {p.timezone})")
     console.print(f"Lake written to [bold]{directory}[/]")

@@ -73,6 +73,7 @@ def _query_spark(ctx: typer.Context, spec: QuerySpec, project: str | None, lake:
     if not where:
         raise WorkspaceError("--engine spark needs a lake: pass --lake DIR or set KPILOT_LAKE")
     spark = SparkEngine.open(where, settings.spark_master)
+    spark.spark.sparkContext.setLogLevel("ERROR")
     proj = spark.manifest.project(project or state(ctx).project).info()
     return run_query(spark, proj, spec)
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
@@ -96,7 +97,10 @@ def spark_session(
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
     try:
-        session = builder.getOrCreate()
+        with warnings.catch_warnings():
+            # PySpark's own test helpers, imported on start-up, warn about new pandas versions
+            warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+            session = builder.getOrCreate()
     except Exception as exc:  # py4j / JVM start-up failures have no common base class
         raise SparkUnavailable(f"cannot start Spark with master {master!r}: {exc}") from exc
     # getOrCreate may return a session started elsewhere: the zone is what matters most, set it again.
@@ -114,6 +118,7 @@ class SparkEngine:
         self.lake = _lake_uri(lake)
         self.cache = cache
         self.manifest = self._read_manifest()
+        session.conf.set("spark.sql.session.timeZone", "UTC")  # see the module docstring
         self._token = object()
         self._register_views()
 
@@ -141,8 +146,8 @@ class SparkEngine:
     # ---- set-up ------------------------------------------------------------------------------------
     def _read_manifest(self) -> LakeManifest:
         where = f"{self.lake}/{MANIFEST}"
-        if "://" not in self.lake or self.lake.startswith("file://"):
-            path = Path(self.lake.removeprefix("file://")) / MANIFEST
+        if "://" not in self.lake:
+            path = Path(self.lake) / MANIFEST
             if not path.is_file():
                 raise SparkUnavailable(f"no kpilot lake at {self.lake} (run `kpilot export lake DIR` first)")
             return LakeManifest.from_json(path.read_bytes(), str(path))
