@@ -20,7 +20,7 @@ import pyarrow as pa
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
 from kpilot.store.identity import plan_identity
-from kpilot.store.schema import SCHEMA_SQL, SCHEMA_VERSION
+from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
 
 __all__ = ["DEDUP_WINDOW", "BatchResult", "EventStore"]
 
@@ -58,9 +58,28 @@ class EventStore:
             raise WorkspaceError(f"cannot open event store {self.path}: {exc}") from exc
         self._write_lock = threading.Lock()
         if not read_only:
+            self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Create the schema, or bring an older store up to :data:`SCHEMA_VERSION` (one transaction each)."""
+        self.conn.execute("CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL)")
+        row = self.conn.execute("SELECT max(version) FROM kpilot_schema").fetchone()
+        current = row[0] if row else None
+        if current is None:
             self.conn.execute(SCHEMA_SQL)
-            if not self.conn.execute("SELECT count(*) FROM kpilot_schema").fetchone()[0]:  # type: ignore[index]
-                self.conn.execute("INSERT INTO kpilot_schema VALUES (?)", [SCHEMA_VERSION])
+            self.conn.execute("INSERT INTO kpilot_schema VALUES (?)", [SCHEMA_VERSION])
+            return
+        for version in range(int(current) + 1, SCHEMA_VERSION + 1):
+            self.conn.execute("BEGIN TRANSACTION")
+            try:
+                self.conn.execute(MIGRATIONS[version])
+                self.conn.execute("DELETE FROM kpilot_schema")
+                self.conn.execute("INSERT INTO kpilot_schema VALUES (?)", [version])
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+            self.conn.execute("COMMIT")
+        self.conn.execute(SCHEMA_SQL)  # new tables and views of this version (all IF NOT EXISTS / OR REPLACE)
 
     def close(self) -> None:
         self.conn.close()
@@ -132,19 +151,15 @@ class EventStore:
             cur.register("batch_in", table)
             cur.execute(
                 """CREATE OR REPLACE TEMP TABLE staged AS
-                   SELECT * FROM batch_in QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp) = 1"""
+                   SELECT *, md5_number_lower(uuid) AS uuid_hash FROM batch_in
+                   QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp) = 1"""
             )
             cur.unregister("batch_in")
-            lo, hi = cur.execute("SELECT min(timestamp), max(timestamp) FROM staged").fetchone()  # type: ignore[misc]
-            cur.execute(
-                """DELETE FROM staged WHERE uuid IN (
-                       SELECT e.uuid FROM events e JOIN staged s ON e.uuid = s.uuid
-                       WHERE e.project_id = ? AND e.timestamp BETWEEN ? AND ?)""",
-                [project_id, lo - DEDUP_WINDOW, hi + DEDUP_WINDOW],
-            )
+            self._drop_stored_duplicates(cur, project_id)
             self._resolve_identity(cur, project_id, merges, prop_rows)
             cur.execute(
-                "INSERT INTO events SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at FROM staged",
+                """INSERT INTO events (project_id, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash)
+                   SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash FROM staged""",
                 [project_id],
             )
             cur.register("batch_all", table.select(["event", "timestamp"]))
@@ -160,6 +175,32 @@ class EventStore:
             accepted = cur.execute("SELECT count(*) FROM staged").fetchone()[0]  # type: ignore[index]
             cur.execute("DROP TABLE staged")
         return BatchResult(received, int(accepted), received - int(accepted))
+
+    def _drop_stored_duplicates(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+        """Remove staged rows whose id is already stored within :data:`DEDUP_WINDOW`.
+
+        First a semi-join on the 64-bit id hash (one integer column of the events in the time window), then,
+        only for the rare candidates, the exact comparison of the id text.
+        """
+        lo, hi = cur.execute("SELECT min(timestamp), max(timestamp) FROM staged").fetchone()  # type: ignore[misc]
+        if lo is None:
+            return
+        window = [project_id, lo - DEDUP_WINDOW, hi + DEDUP_WINDOW]
+        cur.execute(
+            """CREATE OR REPLACE TEMP TABLE dup_candidates AS
+               SELECT DISTINCT e.uuid_hash FROM events e SEMI JOIN staged s ON e.uuid_hash = s.uuid_hash
+               WHERE e.project_id = ? AND e.timestamp BETWEEN ? AND ?""",
+            window,
+        )
+        if cur.execute("SELECT count(*) FROM dup_candidates").fetchone()[0]:  # type: ignore[index]
+            cur.execute(
+                """DELETE FROM staged WHERE uuid IN (
+                       SELECT e.uuid FROM events e JOIN staged s ON e.uuid = s.uuid
+                       WHERE e.project_id = ? AND e.timestamp BETWEEN ? AND ?
+                         AND e.uuid_hash IN (SELECT uuid_hash FROM dup_candidates))""",
+                window,
+            )
+        cur.execute("DROP TABLE dup_candidates")
 
     def _resolve_identity(
         self,
@@ -189,7 +230,9 @@ class EventStore:
                 ).fetchall()
             )
             # Other ids of the persons involved matter too: merging must see each person as one node.
-            all_ids = [r[0] for r in cur.execute("SELECT distinct_id FROM batch_ids ORDER BY distinct_id").fetchall()]
+            all_ids = [
+                r[0] for r in cur.execute("SELECT distinct_id FROM batch_ids ORDER BY distinct_id").fetchall()
+            ]
             plan = plan_identity(all_ids, merges, existing, int(next_id))
             if plan.new_ids:
                 cur.register(

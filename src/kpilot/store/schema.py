@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-__all__ = ["SCHEMA_SQL", "SCHEMA_VERSION"]
+__all__ = ["MIGRATIONS", "SCHEMA_SQL", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL);
@@ -15,7 +15,9 @@ CREATE TABLE IF NOT EXISTS events (
     distinct_id VARCHAR NOT NULL,
     timestamp TIMESTAMP NOT NULL,
     properties JSON NOT NULL,
-    received_at TIMESTAMP NOT NULL
+    received_at TIMESTAMP NOT NULL,
+    -- md5_number_lower(uuid): a stable 64-bit hash, so deduplication scans one integer column
+    uuid_hash UBIGINT
 );
 -- one row per distinct id; person_id is dense per project (1, 2, 3, ...). A merge re-points the ids of
 -- the absorbed person to the surviving (smaller) person id, so every past event counts for the merged person.
@@ -61,3 +63,11 @@ WITH resolved AS (
 SELECT project_id, person_id, key, CASE WHEN n_set > 0 THEN set_value ELSE once_value END AS value
 FROM resolved;
 """
+
+# Upgrades of an existing store, by the version they bring it to. Each runs in one transaction.
+MIGRATIONS: dict[int, str] = {
+    2: """
+ALTER TABLE events ADD COLUMN IF NOT EXISTS uuid_hash UBIGINT;
+UPDATE events SET uuid_hash = md5_number_lower(uuid) WHERE uuid_hash IS NULL;
+""",
+}
