@@ -41,6 +41,8 @@ __all__ = ["IMPLS", "Config", "main", "run_benchmark", "write_readme"]
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
 IMPLS = ("kpilot", "duckdb_sql", "polars", "pandas")
+ROLLUPS = "kpilot_rollups"
+"""kpilot answering from per-day bitmaps (:mod:`kpilot.compute.rollups`), raw events for the rest."""
 PROJECT = "bench"
 
 
@@ -58,6 +60,10 @@ class Config:
     jsonl_events: int = 0
     isolate: bool = True
     """Run each implementation in its own process (needed for per-implementation peak memory)."""
+    reuse_workspace: bool = False
+    """Skip the imports when the workspace of this scale already exists (no import numbers then)."""
+    label: str = ""
+    """Appended to the scale in the result file name and heading."""
 
     @property
     def tag(self) -> str:
@@ -127,6 +133,22 @@ def _kpilot_runner(home: Path) -> tuple[Any, Any]:
     return run, ws
 
 
+def _rollup_runner(home: Path) -> tuple[Any, Any]:
+    """Build the rollups (part of the load time), then answer from them or fall back to the engine."""
+    from kpilot.compute.rollups import answer, build
+    from kpilot.compute.spec import parse_spec
+
+    engine_run, ws = _kpilot_runner(home)
+    project = ws.project(PROJECT)
+    rollups = build(ws.store, project.id, project.timezone)
+
+    def run(name: str, spec: dict[str, Any]) -> Any:
+        got = answer(rollups, parse_spec(spec), project.week_start)
+        return engine_run(name, spec) if got is None else canonical(name, got)
+
+    return run, ws
+
+
 def _plain(name: str) -> Any:
     if name == "pandas":
         from benchmarks.plain.pandas_impl import PandasImpl
@@ -148,14 +170,19 @@ def query_worker(
 ) -> dict[str, Any]:
     """Cold pass then ``repeat`` warm passes of the workload; results of the cold pass, times, peak memory."""
     queries = workload(params.start, params.days)
-    if impl == "kpilot":
+    if impl in ("kpilot", ROLLUPS):
         import kpilot.compute.engine  # module imports are not part of the measured time
-        import kpilot.workspace  # noqa: F401
+        import kpilot.workspace
+
+        if impl == ROLLUPS:
+            import kpilot.compute.rollups  # noqa: F401
     else:
         plain = _plain(impl)  # imports the library
     t0 = time.perf_counter()
     if impl == "kpilot":
         run, _keep = _kpilot_runner(home)
+    elif impl == ROLLUPS:
+        run, _keep = _rollup_runner(home)
     else:
         plain.load([str(data)], timezone)
         run = plain.run
@@ -272,7 +299,7 @@ def run_benchmark(cfg: Config, log: Any = print) -> dict[str, Any]:
     cfg.work.mkdir(parents=True, exist_ok=True)
     data, generated = _dataset(cfg, log)
     out: dict[str, Any] = {
-        "scale": cfg.tag,
+        "scale": cfg.tag + (f"-{cfg.label}" if cfg.label else ""),
         "params": cfg.params.as_dict(),
         "timezone": cfg.timezone,
         "run_at": datetime.now(UTC).replace(microsecond=0).isoformat(),
@@ -281,13 +308,17 @@ def run_benchmark(cfg: Config, log: Any = print) -> dict[str, Any]:
         "import": {},
         "impls": {},
     }
-    home = _fresh(cfg.work / f"ws-{cfg.tag}")
-    log("importing Parquet with kpilot's bulk importer ...")
-    out["import"]["parquet"] = _run(
-        cfg, "import", {"home": str(home), "data": str(data), "timezone": cfg.timezone}
-    )
-    log(f"  {out['import']['parquet']}")
-    if cfg.jsonl_events:
+    home = cfg.work / f"ws-{cfg.tag}"
+    if cfg.reuse_workspace and home.exists():
+        log(f"reusing the workspace {home} (no import measured)")
+    else:
+        _fresh(home)
+        log("importing Parquet with kpilot's bulk importer ...")
+        out["import"]["parquet"] = _run(
+            cfg, "import", {"home": str(home), "data": str(data), "timezone": cfg.timezone}
+        )
+        log(f"  {out['import']['parquet']}")
+    if cfg.jsonl_events and "parquet" in out["import"]:
         jsonl = cfg.work / f"data-{cfg.tag}-s{cfg.params.seed}-first{cfg.jsonl_events}.jsonl"
         if not jsonl.exists():
             to_jsonl(data, jsonl, cfg.jsonl_events)
@@ -324,23 +355,31 @@ def run_benchmark(cfg: Config, log: Any = print) -> dict[str, Any]:
 
 
 def _ratios(impls: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Time and memory of each plain implementation divided by kpilot's (above 1: kpilot is ahead)."""
+    """Time and memory of each plain implementation divided by kpilot's (above 1: kpilot is ahead).
+
+    ``warm_vs_rollups`` divides by kpilot with rollups instead, when that ran.
+    """
     k = impls.get("kpilot")
     if not k:
         return {}
+    rollups = impls.get(ROLLUPS)
     out: dict[str, Any] = {}
     for name, rec in impls.items():
-        if name == "kpilot":
+        if name in ("kpilot", ROLLUPS):
             continue
         out[name] = {
             "warm": _div(rec["warm_total_s"], k["warm_total_s"]),
             "cold": _div(rec["cold_total_s"], k["cold_total_s"]),
             "peak_memory": _div(rec["peak_mib"], k["peak_mib"]),
         }
-    plain = [n for n in impls if n != "kpilot" and impls[n]["warm_total_s"] is not None]
+        if rollups:
+            out[name]["warm_vs_rollups"] = _div(rec["warm_total_s"], rollups["warm_total_s"])
+    plain = [n for n in impls if n not in ("kpilot", ROLLUPS) and impls[n]["warm_total_s"] is not None]
     if plain:
         fastest = min(plain, key=lambda n: impls[n]["warm_total_s"])
         out["fastest_plain"] = {"impl": fastest, "warm_speedup": out[fastest]["warm"]}
+        if rollups:
+            out["fastest_plain"]["warm_speedup_rollups"] = out[fastest]["warm_vs_rollups"]
     return out
 
 
@@ -383,7 +422,9 @@ def write_readme(results_dir: Path) -> Path:
         "Written by `python -m benchmarks.run` (see ../README.md for what is measured). Times are wall-clock on",
         "the machine listed; *warm* is the median of the warm passes summed over the workload; *cold* is a new",
         "process that opens the workspace (kpilot) or loads the Parquet file into memory (plain implementations)",
-        "and runs every query once. Ratios are plain time / kpilot time (above 1: kpilot is faster).",
+        "and runs every query once. Ratios are plain time / kpilot time (above 1: kpilot is faster);",
+        "`kpilot_rollups` is kpilot answering from per-day person bitmaps (`kpilot.compute.rollups`, built during",
+        "its load step) and from raw events for what they cannot answer (funnel, sessions).",
         "",
     ]
     for r in records:
@@ -395,9 +436,11 @@ def write_readme(results_dir: Path) -> Path:
             f"Agreement: {'all implementations gave identical numbers' if r['agreement']['ok'] else 'DIFFERENCES'} "
             f"({', '.join(r['agreement']['checked'])}).",
             "",
-            "| import | events | seconds | events/s | peak memory |",
-            "|---|---:|---:|---:|---:|",
         ]
+        if r["import"]:
+            lines += ["| import | events | seconds | events/s | peak memory |", "|---|---:|---:|---:|---:|"]
+        else:
+            lines.append("Imports were not measured in this run (it reused the workspace of an earlier one).")
         for fmt, rec in r["import"].items():
             lines.append(
                 f"| {fmt} | {rec['rows_read']:,} | {rec['seconds']:.1f} | {rec['events_per_s']:,} | {rec['peak_mib']:,.0f} MiB |"
@@ -405,14 +448,16 @@ def write_readme(results_dir: Path) -> Path:
         impls = r["impls"]
         lines += [
             "",
-            "| implementation | load | cold total | warm total | peak memory | warm ratio | cold ratio | memory ratio |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| implementation | load | cold total | warm total | peak memory | warm ratio | cold ratio | memory ratio |"
+            + (" warm ratio vs rollups |" if ROLLUPS in impls else ""),
+            "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if ROLLUPS in impls else ""),
         ]
         for name, rec in impls.items():
             ratio = r["ratios"].get(name, {})
             lines.append(
                 f"| {name} | {_fmt_s(rec['load_s'])} | {_fmt_s(rec['cold_total_s'])} | {_fmt_s(rec['warm_total_s'])} | "
                 f"{rec['peak_mib']:,.0f} MiB | {ratio.get('warm', '-')} | {ratio.get('cold', '-')} | {ratio.get('peak_memory', '-')} |"
+                + (f" {ratio.get('warm_vs_rollups', '-')} |" if ROLLUPS in impls else "")
             )
         names = list(impls)
         queries = list(next(iter(impls.values()))["per_query"]) if impls else []
@@ -456,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         "--jsonl-events", type=int, default=0, help="also time a JSONL import of this many events"
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="where to write <scale>.json and README.md")
+    ap.add_argument("--reuse-workspace", action="store_true", help="skip the imports if the workspace exists")
+    ap.add_argument("--label", default="", help="suffix for the result file name and heading")
     ap.add_argument("--note", action="append", default=[], help="a line added under this run in README.md")
     args = ap.parse_args(argv)
     cfg = Config(
@@ -467,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
         impls=tuple(i.strip() for i in args.impls.split(",") if i.strip()),
         repeat=args.repeat,
         jsonl_events=args.jsonl_events,
+        reuse_workspace=args.reuse_workspace,
+        label=args.label,
     )
     try:
         record = run_benchmark(cfg, log=lambda m: print(m, flush=True))
@@ -475,8 +524,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     record["notes"] = args.note
     args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / f"{cfg.tag}.json").write_text(json.dumps(record, indent=2) + "\n")
-    print(f"wrote {args.results / (cfg.tag + '.json')} and {write_readme(args.results)}")
+    path = args.results / f"{record['scale']}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    print(f"wrote {path} and {write_readme(args.results)}")
     return 0
 
 

@@ -21,7 +21,10 @@ from benchmarks.workload import compare
 TINY = Params(events=12_000, persons=300, days=28, start=date(2024, 2, 26), seed=3)
 
 
-def _config(work: Path, impls: tuple[str, ...] = harness.IMPLS) -> harness.Config:
+ALL = (*harness.IMPLS, harness.ROLLUPS)
+
+
+def _config(work: Path, impls: tuple[str, ...] = ALL) -> harness.Config:
     return harness.Config(
         params=TINY, work=work, timezone="America/New_York", impls=impls, repeat=0, isolate=False
     )
@@ -35,7 +38,7 @@ def tiny_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[harness.Config, 
 
 def test_all_implementations_agree_with_kpilot(tiny_run: tuple[harness.Config, dict[str, Any]]) -> None:
     cfg, record = tiny_run
-    assert record["agreement"] == {"ok": True, "checked": list(harness.IMPLS), "differences": []}
+    assert record["agreement"] == {"ok": True, "checked": list(ALL), "differences": []}
     assert record["generated"]["events"] == record["import"]["parquet"]["imported"]
     assert record["generated"]["second_device_merges"] > 0  # merges after the fact are part of the data
     assert set(record["impls"]["pandas"]["per_query"]) >= {
@@ -51,7 +54,7 @@ def test_all_implementations_agree_with_kpilot(tiny_run: tuple[harness.Config, d
     results.mkdir()
     (results / "tiny.json").write_text(json.dumps(record))
     text = harness.write_readme(results).read_text()
-    assert "| kpilot |" in text and "| retention |" in text
+    assert "| kpilot |" in text and "| retention |" in text and "warm ratio vs rollups" in text
 
 
 def test_plain_implementations_follow_kpilot_on_edge_settings(
