@@ -1,0 +1,14 @@
+WITH per_person AS (
+  SELECT bd, date_trunc('week', ts) AS bucket, person_id,
+    MAX(CASE WHEN event = 'feature_x' THEN 1 ELSE 0 END) AS used,
+    MAX(CASE WHEN TRUE THEN 1 ELSE 0 END) AS active
+  FROM (SELECT p.person_id, e.event, e.timestamp AS ts, '' AS bd
+FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
+WHERE e.project_id = 1
+  AND e.timestamp >= TIMESTAMP '2024-02-19 00:00:00'
+  AND e.timestamp < TIMESTAMP '2024-04-08 00:00:00') s
+  GROUP BY 1, 2, 3
+)
+SELECT bd, bucket, SUM(used * active) AS adopters, SUM(active) AS active
+FROM per_person GROUP BY bd, bucket HAVING SUM(active) > 0
+;

@@ -1,0 +1,22 @@
+SELECT v, count(DISTINCT person_id) AS n FROM (SELECT p.person_id, e.event, e.timestamp AS ts, '' AS bd, (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') AS v
+FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
+WHERE e.project_id = 1
+  AND e.timestamp >= TIMESTAMP '2024-03-01 00:00:00'
+  AND e.timestamp < TIMESTAMP '2024-04-01 00:00:00'
+  AND p.person_id NOT IN (SELECT person_id FROM person_properties WHERE project_id = 1 AND key = 'plan' AND value IN ('free'))) s WHERE v IS NOT NULL GROUP BY v ORDER BY n DESC, v LIMIT 10
+;
+
+WITH per_interval AS (
+  SELECT bd, person_id, date_trunc('day', ts) AS bucket, count(*) AS n
+  FROM (SELECT p.person_id, e.event, e.timestamp AS ts, CASE WHEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') IS NULL THEN '$none' WHEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') IN ('pro', 'team') THEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') ELSE '$other' END AS bd
+FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
+WHERE e.project_id = 1
+  AND e.timestamp >= TIMESTAMP '2024-03-01 00:00:00'
+  AND e.timestamp < TIMESTAMP '2024-04-01 00:00:00'
+  AND p.person_id NOT IN (SELECT person_id FROM person_properties WHERE project_id = 1 AND key = 'plan' AND value IN ('free'))) s
+  GROUP BY 1, 2, 3
+), per_person AS (
+  SELECT bd, person_id, count(*) AS k FROM per_interval WHERE n >= 1 GROUP BY 1, 2
+)
+SELECT bd, k, count(*) AS persons FROM per_person GROUP BY 1, 2
+;

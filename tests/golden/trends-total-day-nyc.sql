@@ -1,0 +1,8 @@
+SELECT bd, date_trunc('day', ts) AS bucket, count(*) AS value
+FROM (SELECT p.person_id, e.event, timezone('America/New_York', e.timestamp AT TIME ZONE 'UTC') AS ts, '' AS bd
+FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
+WHERE e.project_id = 2
+  AND e.timestamp >= TIMESTAMP '2024-03-01 05:00:00'
+  AND e.timestamp < TIMESTAMP '2024-04-01 04:00:00') s
+GROUP BY 1, 2
+;
