@@ -1,4 +1,4 @@
-SELECT v, count(DISTINCT person_id) AS n FROM (SELECT p.person_id, e.event, e.timestamp AS ts, '' AS bd, (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') AS v
+SELECT v, count(DISTINCT person_id) AS n FROM (SELECT p.person_id, e.event, e.timestamp AS ts, '' AS bd, (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') AS v
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 1
   AND e.timestamp >= TIMESTAMP '2024-03-01 00:00:00'
@@ -7,7 +7,7 @@ WHERE e.project_id = 1
 ;
 
 WITH ev AS (
-SELECT p.person_id, e.event, e.timestamp AS ts, CASE WHEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') IS NULL THEN '$none' WHEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') IN ('free', 'pro', 'team') THEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') ELSE '$other' END AS bd, CAST(round(epoch(e.timestamp) * 1000000) AS BIGINT) AS t, CASE WHEN e.event = '$pageview' THEN 1 ELSE 0 END AS m0, CASE WHEN e.event = 'feature_x' THEN 1 ELSE 0 END AS m1
+SELECT p.person_id, e.event, e.timestamp AS ts, CASE WHEN (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') IS NULL THEN '$none' WHEN (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') IN ('free', 'pro', 'team') THEN (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 1 AND pp.person_id = p.person_id AND pp.key = 'plan') ELSE '$other' END AS bd, CAST(round(epoch(e.timestamp) * 1000000) AS BIGINT) AS t, CASE WHEN e.event = '$pageview' THEN 1 ELSE 0 END AS m0, CASE WHEN e.event = 'feature_x' THEN 1 ELSE 0 END AS m1
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 1
   AND e.timestamp >= TIMESTAMP '2024-03-01 00:00:00'

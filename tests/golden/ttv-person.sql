@@ -1,4 +1,4 @@
-SELECT v, count(DISTINCT person_id) AS n FROM (SELECT p.person_id, e.event, timezone('America/New_York', e.timestamp AT TIME ZONE 'UTC') AS ts, '' AS bd, (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') AS v
+SELECT v, count(DISTINCT person_id) AS n FROM (SELECT p.person_id, e.event, timezone('America/New_York', e.timestamp AT TIME ZONE 'UTC') AS ts, '' AS bd, (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') AS v
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 2
   AND e.timestamp >= TIMESTAMP '2024-02-19 05:00:00'
@@ -10,7 +10,7 @@ WHERE e.project_id = 2
 WITH ranked AS (
   SELECT person_id, ts, bd, uts, t,
     ROW_NUMBER() OVER (PARTITION BY person_id ORDER BY t, bd) AS pos
-  FROM (SELECT p.person_id, e.event, timezone('America/New_York', e.timestamp AT TIME ZONE 'UTC') AS ts, CASE WHEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') IS NULL THEN '$none' WHEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') IN ('team', 'pro') THEN (SELECT pp.value FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') ELSE '$other' END AS bd, e.timestamp AS uts, epoch(e.timestamp) AS t
+  FROM (SELECT p.person_id, e.event, timezone('America/New_York', e.timestamp AT TIME ZONE 'UTC') AS ts, CASE WHEN (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') IS NULL THEN '$none' WHEN (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') IN ('team', 'pro') THEN (SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = 2 AND pp.person_id = p.person_id AND pp.key = 'plan') ELSE '$other' END AS bd, e.timestamp AS uts, epoch(e.timestamp) AS t
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 2
   AND e.timestamp >= TIMESTAMP '1900-01-01 05:00:00'

@@ -101,7 +101,8 @@ class QueryContext:
         if b.type == "event":
             return self.dialect.json_text("e.properties", b.key)
         return (
-            f"(SELECT pp.value FROM person_properties pp WHERE pp.project_id = {self.project_id} "
+            # max() over the single matching row: Spark 3.5 only accepts aggregated correlated subqueries
+            f"(SELECT max(pp.value) FROM person_properties pp WHERE pp.project_id = {self.project_id} "
             f"AND pp.person_id = p.person_id AND pp.key = {lit(b.key)})"
         )
 
