@@ -1,4 +1,5 @@
-"""``kpilot export lake``: layout, contents, manifest, idempotent overwrite, per-project export, refusals."""
+"""``kpilot export lake``: layout, contents, manifest, idempotent overwrite, per-project export, refusals,
+and the store's rollups going along (bitmaps, merges after the build, projects without one)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,12 @@ from typing import Any
 
 import duckdb
 import pytest
+from pyroaring import BitMap
 from typer.testing import CliRunner
 
 from kpilot.cli.main import app
 from kpilot.collect.normalize import normalize
-from kpilot.engines.lake import MANIFEST, LakeManifest, export_lake, read_manifest
+from kpilot.engines.lake import MANIFEST, LakeManifest, LakeRollup, export_lake, read_manifest
 from kpilot.errors import NotFoundError, WorkspaceError
 from kpilot.workspace import Workspace
 from tests.conftest import ev
@@ -74,6 +76,11 @@ def test_layout_is_hive_partitioned_by_project_and_utc_date(ws: Workspace, tmp_p
         f"person_distinct_ids/project_id={paris}/data_0.parquet",
         f"person_distinct_ids/project_id={ny}/data_0.parquet",
         f"person_property_writes/project_id={paris}/data_0.parquet",
+        f"rollup_persons/project_id={paris}/data_0.parquet",
+        f"rollup_persons/project_id={ny}/data_0.parquet",
+        f"rollup_projects/project_id={paris}/data_0.parquet",
+        f"rollup_projects/project_id={ny}/data_0.parquet",
+        f"rollup_projects/project_id={ws.project('empty').id}/data_0.parquet",
     ]
 
 
@@ -111,9 +118,34 @@ def test_manifest_names_projects_settings_and_row_counts(ws: Workspace, tmp_path
     assert data["format"] == "kpilot-lake" and data["version"] == 1
     by_name = {p["name"]: p for p in data["projects"]}
     assert by_name["paris"]["timezone"] == "Europe/Paris" and by_name["ny"]["week_start"] == "sunday"
-    # paris: 3 events; ids a, b, anon; writes: $set plan and $set_once first on the $identify
-    assert by_name["paris"]["rows"] == {"events": 3, "person_distinct_ids": 3, "person_property_writes": 2}
-    assert by_name["empty"]["rows"] == {"events": 0, "person_distinct_ids": 0, "person_property_writes": 0}
+    # paris: 3 events; ids a, b, anon; writes: $set plan and $set_once first on the $identify;
+    # rollup rows: (Mar 2, x), (Mar 2, y), (Mar 3, $identify) and one any-event row per day (Paris days)
+    assert by_name["paris"]["rows"] == {
+        "events": 3,
+        "person_distinct_ids": 3,
+        "person_property_writes": 2,
+        "rollup_projects": 1,
+        "rollup_persons": 5,
+        "rollup_merges": 0,
+    }
+    assert by_name["empty"]["rows"] == {
+        "events": 0,
+        "person_distinct_ids": 0,
+        "person_property_writes": 0,
+        "rollup_projects": 1,
+        "rollup_persons": 0,
+        "rollup_merges": 0,
+    }
+    assert by_name["paris"]["rollup"]["timezone"] == "Europe/Paris"
+    assert by_name["paris"]["rollup"]["built_by"] == "store"
+    assert set(data["layout"]) == {
+        "events",
+        "person_distinct_ids",
+        "person_property_writes",
+        "rollup_projects",
+        "rollup_persons",
+        "rollup_merges",
+    }
     assert read_manifest(lake) == manifest
     assert manifest.project("ny").info() == ws.project("ny")
 
@@ -211,3 +243,101 @@ def test_cli_export_lake(ws: Workspace, tmp_path: Path) -> None:
     res = runner.invoke(app, ["--home", home, "export", "lake", str(lake), "-p", "nope", "--json"])
     assert res.exit_code == NotFoundError.exit_code
     assert json.loads(res.stdout)["error"]["code"] == "not_found"
+
+
+# ---- rollups ----------------------------------------------------------------------------------------------
+
+
+def _rollup_rows(lake: Path, project_id: int) -> list[tuple[Any, ...]]:
+    con = duckdb.connect()
+    return con.execute(
+        f"SELECT day, event, persons FROM read_parquet('{lake}/rollup_persons/project_id={project_id}/*.parquet')"
+    ).fetchall()
+
+
+def test_rollups_are_exported_as_stored_with_merges_after_the_build(ws: Workspace, tmp_path: Path) -> None:
+    paris = ws.project("paris").id
+    # a second batch: w is a new person on Mar 4, then merged into a's person (a merge after the build)
+    _load(ws, "paris", [ev("x", "w", "2024-03-04T10:00:00Z")])
+    _load(
+        ws,
+        "paris",
+        [
+            {
+                "event": "$identify",
+                "distinct_id": "a",
+                "timestamp": "2024-03-05T10:00:00Z",
+                "properties": {"$anon_distinct_id": "w"},
+            }
+        ],
+    )
+    stored_merges = ws.store.fetchall(
+        "SELECT absorbed, survivor FROM rollup_merges WHERE project_id = ? ORDER BY ALL", [paris]
+    )
+    assert len(stored_merges) == 1
+    lake = tmp_path / "lake"
+    manifest = export_lake(ws, lake)
+    stored = ws.store.fetchall(
+        "SELECT day, event, persons FROM rollup_persons WHERE project_id = ? ORDER BY ALL", [paris]
+    )
+    exported = _rollup_rows(lake, paris)
+    assert sorted(exported, key=repr) == sorted(stored, key=repr)
+    # sorted by day, the any-event row (NULL) first: readers skip row groups by their day range
+    assert [(d, e) for d, e, _ in exported] == sorted(
+        [(d, e) for d, e, _ in exported], key=lambda k: (k[0], k[1] is not None, k[1] or "")
+    )
+    # the bitmaps read back with pyroaring (the portable serialization)
+    x_day = {d.isoformat(): BitMap.deserialize(b) for d, e, b in exported if e == "x"}
+    assert x_day["2024-03-04"] == BitMap([stored_merges[0][0]])
+    con = duckdb.connect()
+    assert (
+        con.execute(
+            f"SELECT absorbed, survivor FROM read_parquet('{lake}/rollup_merges/*/*.parquet', "
+            f"hive_partitioning = true) WHERE project_id = {paris} ORDER BY ALL"
+        ).fetchall()
+        == stored_merges
+    )
+    built_at = ws.store.fetchall("SELECT built_at FROM rollup_projects WHERE project_id = ?", [paris])[0][0]
+    con.execute("SET TimeZone = 'UTC'")
+    tz, at = con.execute(
+        f"SELECT timezone, built_at FROM read_parquet('{lake}/rollup_projects/project_id={paris}/*.parquet')"
+    ).fetchone()  # type: ignore[misc]
+    assert (tz, at.replace(tzinfo=None)) == ("Europe/Paris", built_at)
+    entry = manifest.project("paris")
+    assert entry.rollup == LakeRollup(
+        "Europe/Paris", built_at.replace(microsecond=0).isoformat() + "Z", "store"
+    )
+    assert entry.rows["rollup_merges"] == 1 and entry.rows["rollup_persons"] == len(stored)
+    assert read_manifest(lake) == manifest
+
+
+def test_project_without_rollup_exports_none_and_old_manifests_still_read(
+    ws: Workspace, tmp_path: Path
+) -> None:
+    ny = ws.project("ny").id
+    for table in ("rollup_projects", "rollup_persons", "rollup_merges"):
+        ws.store.conn.execute(f"DELETE FROM {table} WHERE project_id = ?", [ny])
+    lake = tmp_path / "lake"
+    manifest = export_lake(ws, lake)
+    assert manifest.project("ny").rollup is None
+    assert manifest.project("paris").rollup is not None
+    assert not [f for f in _files(lake) if f.startswith("rollup_") and f"project_id={ny}/" in f]
+    # a manifest written before rollups existed (no "rollup", no rollup row counts) reads as "no rollup"
+    data = json.loads((lake / MANIFEST).read_text())
+    for p in data["projects"]:
+        del p["rollup"]
+    assert all(p.rollup is None for p in LakeManifest.from_json(json.dumps(data)).projects)
+
+
+def test_project_export_replaces_that_projects_rollup_only(ws: Workspace, tmp_path: Path) -> None:
+    lake = tmp_path / "lake"
+    export_lake(ws, lake)
+    paris, ny = ws.project("paris").id, ws.project("ny").id
+    paris_rows = _rollup_rows(lake, paris)
+    _load(ws, "ny", [ev("z", "d", "2024-03-06T12:00:00Z")])
+    _load(ws, "paris", [ev("x", "e", "2024-03-06T12:00:00Z")])
+    after = export_lake(ws, lake, "ny")
+    assert _rollup_rows(lake, paris) == paris_rows  # not re-exported
+    days = {d.isoformat() for d, _, _ in _rollup_rows(lake, ny)}
+    assert days == {"2024-03-05", "2024-03-06"}
+    assert after.project("ny").rows["rollup_persons"] == 4

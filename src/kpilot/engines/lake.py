@@ -6,10 +6,22 @@ Layout (Hive-style partitions, so Spark, Trino, Athena or DuckDB discover ``proj
     DIR/events/project_id=1/date=2024-03-01/data_0.parquet
     DIR/person_distinct_ids/project_id=1/data_0.parquet
     DIR/person_property_writes/project_id=1/data_0.parquet
+    DIR/rollup_projects/project_id=1/data_0.parquet
+    DIR/rollup_persons/project_id=1/data_0.parquet
+    DIR/rollup_merges/project_id=1/data_0.parquet
 
 ``date`` is the UTC calendar date of the event timestamp. Timestamps are written as UTC instants (Parquet
 ``isAdjustedToUTC=true``), event properties as JSON text. Person properties are exported as the raw writes
 (``$set``/``$set_once`` with their timestamps) so a reader resolves them with the same rule as the store.
+
+The three ``rollup_*`` tables are the store's rollups (:mod:`kpilot.store.rollup_store`) copied as they are:
+``rollup_persons`` holds ``day`` (local date in the rollup's timezone), ``event`` (NULL: any event) and
+``persons``, a roaring bitmap in the portable serialization (``BitMap.serialize()`` of pyroaring, the
+``serialize`` of Java's RoaringBitmap), sorted by day and event in small row groups so a reader skips by
+the Parquet statistics of ``day``. A key may have several rows (deltas; readers union them), and the merges
+of ``rollup_merges`` apply at read time. A project without a rollup has no files there and no ``rollup``
+entry in the manifest; the Spark engine can build one from the lake's events
+(:meth:`kpilot.engines.spark_engine.SparkEngine.build_rollups`).
 
 Every table of an exported project is replaced as a whole: each file is first written to a staging folder
 inside ``DIR`` and then moved into place, so re-running the export gives the same lake (idempotent) and a
@@ -35,7 +47,17 @@ from kpilot.compute.dialect import lit
 from kpilot.errors import NotFoundError, WorkspaceError
 from kpilot.workspace import ProjectInfo, Workspace
 
-__all__ = ["LAKE_FORMAT", "LAKE_VERSION", "MANIFEST", "TABLES", "LakeManifest", "LakeProject", "export_lake"]
+__all__ = [
+    "LAKE_FORMAT",
+    "LAKE_VERSION",
+    "MANIFEST",
+    "ROLLUP_TABLES",
+    "TABLES",
+    "LakeManifest",
+    "LakeProject",
+    "LakeRollup",
+    "export_lake",
+]
 
 LAKE_FORMAT = "kpilot-lake"
 LAKE_VERSION = 1
@@ -55,9 +77,40 @@ _TABLE_SQL: dict[str, tuple[str, tuple[str, ...]]] = {
         "project_id, distinct_id, key, value, ts AT TIME ZONE 'UTC' AS ts, set_once",
         ("project_id",),
     ),
+    "rollup_projects": ("project_id, timezone, built_at AT TIME ZONE 'UTC' AS built_at", ("project_id",)),
+    "rollup_persons": ("project_id, day, event, persons", ("project_id",)),
+    "rollup_merges": ("project_id, absorbed, survivor", ("project_id",)),
 }
-_ORDER = {"events": "project_id, timestamp", "person_distinct_ids": "project_id, distinct_id"}
+_ORDER = {
+    "events": "project_id, timestamp",
+    "person_distinct_ids": "project_id, distinct_id",
+    "rollup_persons": "project_id, day, event NULLS FIRST",
+    "rollup_merges": "project_id, absorbed",
+}
+# DuckDB's smallest row group: about 40 days of a project with 50 event names, so day filters skip groups
+_COPY_OPTIONS = {"rollup_persons": ", ROW_GROUP_SIZE 2048"}
 TABLES = tuple(_TABLE_SQL)
+ROLLUP_TABLES = ("rollup_projects", "rollup_persons", "rollup_merges")
+LAYOUT = {
+    "events": "events/project_id=<id>/date=<YYYY-MM-DD, UTC>/*.parquet",
+    "person_distinct_ids": "person_distinct_ids/project_id=<id>/*.parquet",
+    "person_property_writes": "person_property_writes/project_id=<id>/*.parquet",
+    "rollup_projects": "rollup_projects/project_id=<id>/*.parquet",
+    "rollup_persons": "rollup_persons/project_id=<id>/*.parquet (sorted by day, event)",
+    "rollup_merges": "rollup_merges/project_id=<id>/*.parquet",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class LakeRollup:
+    """A project's rollup in the lake: its timezone, when it was built and by whom ("store" or "spark")."""
+
+    timezone: str
+    built_at: str
+    built_by: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"timezone": self.timezone, "built_at": self.built_at, "built_by": self.built_by}
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +123,8 @@ class LakeProject:
     week_start: str
     exported_at: str
     rows: dict[str, int] = field(default_factory=dict)
+    rollup: LakeRollup | None = None
+    """The project's rollup in the lake, or None (queries on Spark then read raw events)."""
 
     def info(self) -> ProjectInfo:
         return ProjectInfo(self.id, self.name, self.timezone, self.week_start)
@@ -96,17 +151,20 @@ class LakeManifest:
                 return p
         raise NotFoundError(f"the lake holds no project named {name!r}")
 
+    def by_id(self, project_id: int) -> LakeProject | None:
+        return next((p for p in self.projects if p.id == project_id), None)
+
+    def with_project(self, project: LakeProject) -> LakeManifest:
+        """This manifest with ``project``'s entry (same id) replaced."""
+        return LakeManifest(self.exported_at, [project if p.id == project.id else p for p in self.projects])
+
     def to_json(self) -> bytes:
         data = {
             "format": LAKE_FORMAT,
             "version": LAKE_VERSION,
             "kpilot_version": __version__,
             "exported_at": self.exported_at,
-            "layout": {
-                "events": "events/project_id=<id>/date=<YYYY-MM-DD, UTC>/*.parquet",
-                "person_distinct_ids": "person_distinct_ids/project_id=<id>/*.parquet",
-                "person_property_writes": "person_property_writes/project_id=<id>/*.parquet",
-            },
+            "layout": LAYOUT,
             "projects": [
                 {
                     "id": p.id,
@@ -115,6 +173,7 @@ class LakeManifest:
                     "week_start": p.week_start,
                     "exported_at": p.exported_at,
                     "rows": p.rows,
+                    "rollup": None if p.rollup is None else p.rollup.to_dict(),
                 }
                 for p in sorted(self.projects, key=lambda p: p.id)
             ],
@@ -139,12 +198,19 @@ class LakeManifest:
                     str(p["week_start"]),
                     str(p["exported_at"]),
                     {str(k): int(v) for k, v in p["rows"].items()},
+                    _rollup(p.get("rollup")),
                 )
                 for p in data["projects"]
             ]
             return cls(str(data["exported_at"]), projects)
         except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
             raise WorkspaceError(f"{where} is not a valid kpilot lake manifest: {exc}") from exc
+
+
+def _rollup(data: Any) -> LakeRollup | None:
+    if data is None:
+        return None
+    return LakeRollup(str(data["timezone"]), str(data["built_at"]), str(data["built_by"]))
 
 
 def read_manifest(lake: Path) -> LakeManifest | None:
@@ -156,26 +222,44 @@ def read_manifest(lake: Path) -> LakeManifest | None:
 
 
 def export_lake(ws: Workspace, lake: Path, project: str | None = None) -> LakeManifest:
-    """Write every project (or only ``project``) of ``ws`` to ``lake``, replacing what was there for them."""
+    """Write every project (or only ``project``) of ``ws`` to ``lake``, replacing what was there for them.
+
+    The store's rollups go along (as they are, deltas and merges included); a project without one gets none.
+    """
     existing = _check_target(lake)
     chosen = [ws.project(project)] if project is not None else ws.projects()
     now = datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
     staging = lake / f"{_STAGING}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     staging.mkdir(parents=True)
     try:
-        rows = _write_tables(ws, chosen, staging)
+        rows, rollups = _write_tables(ws, chosen, staging)
         _move_into_place(lake, staging, [p.id for p in chosen], whole=project is None)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-    exported = {p.id: LakeProject(p.id, p.name, p.timezone, p.week_start, now, rows[p.id]) for p in chosen}
+    exported = {
+        p.id: LakeProject(p.id, p.name, p.timezone, p.week_start, now, rows[p.id], rollups.get(p.id))
+        for p in chosen
+    }
     kept = (
         [] if project is None or existing is None else [p for p in existing.projects if p.id not in exported]
     )
     manifest = LakeManifest(now, sorted([*kept, *exported.values()], key=lambda p: p.id))
+    write_manifest(lake, manifest)
+    return manifest
+
+
+def write_manifest(lake: Path, manifest: LakeManifest) -> None:
+    """Replace the manifest of a local lake directory atomically."""
     tmp = lake / f"{MANIFEST}.{uuid.uuid4().hex[:8]}.tmp"
     tmp.write_bytes(manifest.to_json())
     os.replace(tmp, lake / MANIFEST)
-    return manifest
+
+
+def utc_text(ts: datetime) -> str:
+    """A naive UTC (or aware) datetime as ``YYYY-MM-DDTHH:MM:SSZ``, the manifest's spelling of instants."""
+    if ts.tzinfo is not None:
+        ts = ts.astimezone(UTC).replace(tzinfo=None)
+    return ts.replace(microsecond=0).isoformat() + "Z"
 
 
 def _check_target(lake: Path) -> LakeManifest | None:
@@ -191,14 +275,28 @@ def _check_target(lake: Path) -> LakeManifest | None:
     return manifest
 
 
-def _write_tables(ws: Workspace, projects: Sequence[ProjectInfo], staging: Path) -> dict[int, dict[str, int]]:
-    """COPY each table of ``projects`` to ``staging`` in one read transaction; rows per project and table."""
+def _write_tables(
+    ws: Workspace, projects: Sequence[ProjectInfo], staging: Path
+) -> tuple[dict[int, dict[str, int]], dict[int, LakeRollup]]:
+    """COPY each table of ``projects`` to ``staging`` in one read transaction.
+
+    Returns the rows per project and table, and the rollup of each project that has one.
+    """
     ids = ", ".join(str(p.id) for p in projects) or "NULL"
     rows: dict[int, dict[str, int]] = {p.id: dict.fromkeys(TABLES, 0) for p in projects}
+    rollups: dict[int, LakeRollup] = {}
     cur = ws.store.cursor()
     try:
         cur.execute("BEGIN TRANSACTION")
+        present = {
+            str(r[0])
+            for r in cur.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'"
+            ).fetchall()
+        }
         for table, (select, partitions) in _TABLE_SQL.items():
+            if table not in present:  # a store older than its rollups, opened read-only: nothing to copy
+                continue
             where = f"project_id IN ({ids})"
             for pid, n in cur.execute(
                 f"SELECT project_id, count(*) FROM {table} WHERE {where} GROUP BY 1"
@@ -208,12 +306,18 @@ def _write_tables(ws: Workspace, projects: Sequence[ProjectInfo], staging: Path)
             target = staging / table
             cur.execute(
                 f"COPY (SELECT {select} FROM {table} WHERE {where}{order}) TO {lit(str(target))} "
-                f"(FORMAT PARQUET, PARTITION_BY ({', '.join(partitions)}), OVERWRITE_OR_IGNORE)"
+                f"(FORMAT PARQUET, PARTITION_BY ({', '.join(partitions)}), OVERWRITE_OR_IGNORE"
+                f"{_COPY_OPTIONS.get(table, '')})"
             )
+        if "rollup_projects" in present:
+            for pid, tz, built_at in cur.execute(
+                f"SELECT project_id, timezone, built_at FROM rollup_projects WHERE project_id IN ({ids})"
+            ).fetchall():
+                rollups[int(pid)] = LakeRollup(str(tz), utc_text(built_at), "store")
         cur.execute("COMMIT")
     finally:
         cur.close()
-    return rows
+    return rows, rollups
 
 
 def _move_into_place(lake: Path, staging: Path, project_ids: Sequence[int], *, whole: bool) -> None:
