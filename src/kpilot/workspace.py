@@ -32,13 +32,23 @@ class ProjectInfo:
 
 
 class Workspace:
-    """Open with :meth:`init` (create) or :meth:`open` (must exist). Use as a context manager."""
+    """Open with :meth:`init` (create) or :meth:`open` (must exist). Use as a context manager.
 
-    def __init__(self, home: Path, metadata_url: str | None, *, read_only: bool = False) -> None:
+    ``store``: an event store to use instead of opening ``events.duckdb`` (the CLI passes a
+    :class:`kpilot.store.remote.RemoteStore` while ``kpilot serve`` holds the file)."""
+
+    def __init__(
+        self,
+        home: Path,
+        metadata_url: str | None,
+        *,
+        read_only: bool = False,
+        store: EventStore | None = None,
+    ) -> None:
         self.home = home
         self.metadata_url = metadata_url or f"sqlite:///{(home / 'metadata.sqlite').resolve()}"
         self.meta = MetadataDB(self.metadata_url)
-        self.store = EventStore(home / "events.duckdb", read_only=read_only)
+        self.store = store if store is not None else EventStore(home / "events.duckdb", read_only=read_only)
 
     @classmethod
     def init(cls, home: Path, metadata_url: str | None = None) -> Workspace:
@@ -51,10 +61,17 @@ class Workspace:
         return ws
 
     @classmethod
-    def open(cls, home: Path, metadata_url: str | None = None, *, read_only: bool = False) -> Workspace:
+    def open(
+        cls,
+        home: Path,
+        metadata_url: str | None = None,
+        *,
+        read_only: bool = False,
+        store: EventStore | None = None,
+    ) -> Workspace:
         if not (home / _MARKER).exists():
             raise WorkspaceError(f"no kpilot workspace at {home} (run `kpilot init --home {home}` first)")
-        ws = cls(home, metadata_url or _marker_url(home), read_only=read_only)
+        ws = cls(home, metadata_url or _marker_url(home), read_only=read_only, store=store)
         if not read_only:
             ws.meta.migrate()
         return ws

@@ -12,7 +12,8 @@ from rich.table import Table
 
 from kpilot.cli.common import JsonOpt, console, emit_json, err_console, fail, state
 from kpilot.demo.runner import DEFAULT_DAYS, DEFAULT_PERSONS, DEFAULT_SEED, DemoConfig, DemoReport, run_demo
-from kpilot.errors import KpilotError
+from kpilot.errors import KpilotError, WorkspaceError
+from kpilot.server.discovery import read_server_file
 
 
 def demo(
@@ -46,6 +47,15 @@ def demo(
     name unless --force (other projects are never touched).
     """
     st = state(ctx)
+    running = read_server_file(home or st.home)
+    if running is not None:
+        raise fail(
+            WorkspaceError(
+                f"the kpilot server at {running.url} (pid {running.pid}) serves {home or st.home}: "
+                "stop it before generating a demo there, or choose another --home"
+            ),
+            as_json,
+        )
     cfg = DemoConfig(
         home=home or st.home,
         project=project,

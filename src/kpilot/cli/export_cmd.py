@@ -8,7 +8,16 @@ from typing import Annotated
 import orjson
 import typer
 
-from kpilot.cli.common import JsonOpt, ProjectOpt, console, emit_json, fail, open_workspace
+from kpilot.cli.common import (
+    JsonOpt,
+    ProjectOpt,
+    ServerPaths,
+    console,
+    emit_json,
+    fail,
+    open_workspace,
+    remote_store,
+)
 from kpilot.errors import KpilotError
 
 app = typer.Typer(help="Export data for other engines.", no_args_is_help=True)
@@ -26,13 +35,22 @@ def lake(
     """Write events (Parquet, partitioned by project and UTC date), identities and a manifest to DIRECTORY.
 
     Without --project every project is exported and the lake is replaced as a whole; with it only that
-    project's files and manifest entry are replaced.
+    project's files and manifest entry are replaced. While `kpilot serve` runs on the workspace, the server
+    writes the lake (DIRECTORY must be writable by it).
     """
-    from kpilot.engines.lake import export_lake
+    from kpilot.engines.lake import LakeManifest, export_lake
 
     try:
         with open_workspace(ctx, read_only=True) as ws:
-            manifest = export_lake(ws, directory, project)
+            remote = remote_store(ws)
+            if remote is None:
+                manifest = export_lake(ws, directory, project)
+            else:
+                paths = ServerPaths([directory])
+                reply = remote.call(
+                    "/api/lake", {"directory": paths.absolute[0], "project": project}, translate=paths.back
+                )
+                manifest = LakeManifest.from_json(orjson.dumps(reply))
     except KpilotError as exc:
         raise fail(exc, as_json) from exc
     if as_json:

@@ -5,21 +5,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
+from urllib.parse import quote
 
 import typer
 
 from kpilot.cli.common import (
     JsonOpt,
     ProjectOpt,
+    ServerPaths,
     console,
     emit_json,
     err_console,
     fail,
     open_workspace,
     pick_project,
+    remote_store,
 )
 from kpilot.errors import ImportRejected, KpilotError
+
+if TYPE_CHECKING:
+    from kpilot.collect.importer import ImportReport
+    from kpilot.store.remote import RemoteStore
+    from kpilot.workspace import ProjectInfo
 
 __all__ = ["feedback_app", "register"]
 
@@ -43,7 +51,11 @@ def _run_import(
     try:
         with open_workspace(ctx) as ws:
             proj = pick_project(ctx, ws, project)
-            report = import_source(ws, proj, source, files, fmt=fmt)
+            remote = remote_store(ws)
+            if remote is None:
+                report = import_source(ws, proj, source, files, fmt=fmt)
+            else:
+                report = _import_through_server(remote, proj, source, files, fmt)
     except (KpilotError, FileNotFoundError, ValueError) as exc:
         raise fail(exc, as_json) from exc
     if as_json:
@@ -59,6 +71,31 @@ def _run_import(
         )
     if report.rejected:
         raise typer.Exit(ImportRejected.exit_code)
+
+
+def _import_through_server(
+    remote: RemoteStore, proj: ProjectInfo, source: str, files: list[Path], fmt: str | None
+) -> ImportReport:
+    """The same import, run by the server that holds the store (it reads the files by absolute path)."""
+    from kpilot.collect.importer import ImportReport, Rejection
+
+    paths = ServerPaths(files)
+    data = remote.call(
+        f"/api/projects/{quote(proj.name, safe='')}/imports/{quote(source, safe='')}",
+        {"files": paths.absolute, "names": paths.given, "format": fmt},
+        translate=paths.back,
+    )
+    return ImportReport(
+        files=[paths.back(f) for f in data["files"]],
+        rows_read=int(data["rows_read"]),
+        imported=int(data["imported"]),
+        deduplicated=int(data["deduplicated"]),
+        rejected=int(data["rejected"]),
+        rejections=[
+            Rejection(paths.back(r["file"]), int(r["line"]), paths.back(r["reason"]))
+            for r in data["rejections"]
+        ],
+    )
 
 
 def _command(source: str, help_text: str) -> Callable[..., None]:
@@ -110,7 +147,13 @@ def merge(
 
     try:
         with open_workspace(ctx) as ws:
-            root = merge_request(ws, pick_project(ctx, ws, project), item, into)
+            proj = pick_project(ctx, ws, project)
+            remote = remote_store(ws)
+            if remote is None:
+                root = merge_request(ws, proj, item, into)
+            else:
+                path = f"/api/projects/{quote(proj.name, safe='')}/feedback/merge"
+                root = str(remote.call(path, {"item": item, "into": into})["root"])
     except KpilotError as exc:
         raise fail(exc, as_json) from exc
     if as_json:
@@ -132,7 +175,13 @@ def status(
 
     try:
         with open_workspace(ctx) as ws:
-            new = set_status(ws, pick_project(ctx, ws, project), item, value)
+            proj = pick_project(ctx, ws, project)
+            remote = remote_store(ws)
+            if remote is None:
+                new = set_status(ws, proj, item, value)
+            else:
+                path = f"/api/projects/{quote(proj.name, safe='')}/feedback/status"
+                new = str(remote.call(path, {"item": item, "status": value})["status"])
     except (KpilotError, ValueError) as exc:
         raise fail(exc, as_json) from exc
     if as_json:

@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kpilot import __version__
-from kpilot.server import health, posthog, query, segment
+from kpilot.server import health, operations, posthog, query, segment, sql
 from kpilot.server.cors import IngestionCORS
 from kpilot.server.deps import KeyCache, ServerState
 from kpilot.server.discovery import ServerInfo, remove_server_file, write_server_file
@@ -79,6 +79,8 @@ def create_app(
     app.include_router(posthog.router)
     app.include_router(health.router)
     app.include_router(query.router)
+    app.include_router(sql.router)
+    app.include_router(operations.router)
     _install_error_handlers(app)
     app.add_middleware(IngestionCORS)
     return app

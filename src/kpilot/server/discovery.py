@@ -22,6 +22,7 @@ __all__ = [
     "SERVER_FILE",
     "ServerInfo",
     "call_server",
+    "post",
     "read_server_file",
     "remove_server_file",
     "write_server_file",
@@ -93,21 +94,31 @@ def _alive(pid: int) -> bool:
 
 def call_server(info: ServerInfo, path: str, body: Any, timeout: float = 300.0) -> tuple[int, Any]:
     """POST ``body`` as JSON to the server's admin API; the HTTP status and the decoded JSON reply."""
+    status, _, raw = post(info, path, json.dumps(body).encode(), "application/json", timeout)
+    if status < 300:
+        return status, json.loads(raw)
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, {"error": {"code": "server_error", "message": f"HTTP {status} from the server"}}
+
+
+def post(
+    info: ServerInfo, path: str, data: bytes, content_type: str, timeout: float = 300.0
+) -> tuple[int, str, bytes]:
+    """POST ``data`` to the server's admin API with its token: the HTTP status, content type and body.
+
+    Connection failures raise :class:`OSError` (``urllib.error.URLError`` is one)."""
     request = urllib.request.Request(
         info.url + path,
-        data=json.dumps(body).encode(),
+        data=data,
         method="POST",
-        headers={"Content-Type": "application/json", "Authorization": f"Bearer {info.token}"},
+        headers={"Content-Type": content_type, "Authorization": f"Bearer {info.token}"},
     )
+    # Never through an HTTP proxy from the environment: the server is local.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        # Never through an HTTP proxy from the environment: the server is local.
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         with opener.open(request, timeout=timeout) as reply:
-            return reply.status, json.loads(reply.read())
+            return reply.status, reply.headers.get_content_type(), reply.read()
     except urllib.error.HTTPError as exc:
-        try:
-            return exc.code, json.loads(exc.read())
-        except ValueError:
-            return exc.code, {
-                "error": {"code": "server_error", "message": f"HTTP {exc.code} from the server"}
-            }
+        return exc.code, exc.headers.get_content_type() if exc.headers else "", exc.read()
