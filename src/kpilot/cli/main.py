@@ -82,6 +82,9 @@ def _register() -> None:
     from kpilot.cli import export_cmd
 
     app.add_typer(export_cmd.app, name="export")
+    from kpilot.cli import rollups_cmd
+
+    app.add_typer(rollups_cmd.app, name="rollups")
     from kpilot.cli import sources_cmd
 
     sources_cmd.register(import_cmd.app, app)

@@ -14,27 +14,42 @@ Temporary views named like the store's tables are registered in the session: ``e
 one lake at a time: an engine re-registers its views before running a query when another engine on the
 same session registered its own since (so engines used one after the other are safe; concurrent engines on
 different lakes in one session are not).
+
+Rollups (per local day and event, the persons as roaring bitmaps; :mod:`kpilot.compute.rollups`): the engine
+implements :class:`kpilot.compute.engine.RollupSource`. When the lake holds a rollup of the project in the
+project's timezone (the manifest's ``rollup`` entry) and the spec is answerable from one, it reads only the
+days and events the spec needs (filters pushed down to the Parquet scan), unions delta rows, applies the
+merges recorded after the build and answers; otherwise :func:`~kpilot.compute.engine.run_query` computes
+from raw events. :meth:`SparkEngine.build_rollups` (re)builds a project's rollup from the lake's events on
+the cluster and writes it in the layout ``kpilot export lake`` uses.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import sys
 import warnings
-from collections.abc import Mapping
-from datetime import date, datetime
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kpilot.compute.dialect import DIALECTS, Dialect
-from kpilot.engines.lake import MANIFEST, LakeManifest
-from kpilot.engines.spark_sql import to_spark_sql
-from kpilot.errors import KpilotError
+from kpilot.engines.lake import MANIFEST, LakeManifest, LakeProject, LakeRollup, utc_text, write_manifest
+from kpilot.engines.spark_sql import spark_literal, to_spark_sql
+from kpilot.errors import KpilotError, WorkspaceError
 
 if TYPE_CHECKING:
+    import pyarrow as pa
     from pyspark.sql import DataFrame, SparkSession
     from pyspark.sql.types import DataType
+
+    from kpilot.compute.rollups import Rollups
+    from kpilot.compute.spec import QuerySpec
+    from kpilot.workspace import ProjectInfo
 
 __all__ = ["SparkEngine", "SparkUnavailable", "spark_session"]
 
@@ -46,6 +61,24 @@ _EVENTS_DDL = (
 _EVENT_COLUMNS = ("project_id", "uuid", "event", "distinct_id", "timestamp", "properties", "received_at")
 _IDS_DDL = "distinct_id STRING, person_id BIGINT, project_id INT"
 _WRITES_DDL = "distinct_id STRING, key STRING, value STRING, ts TIMESTAMP, set_once BOOLEAN, project_id INT"
+_ROLLUP_PROJECTS_DDL = "timezone STRING, built_at TIMESTAMP"
+_ROLLUP_PERSONS_DDL = "day DATE, event STRING, persons BINARY"
+_ROLLUP_MERGES_DDL = "absorbed BIGINT, survivor BIGINT"
+ROLLUP_ROW_GROUP_BYTES = 16 * 1024 * 1024
+"""Parquet row-group size of the rollup files Spark writes: readers skip groups by their ``day`` range."""
+
+# Per local day and event, and per local day over all events (the grouping set that leaves event NULL):
+# the sorted distinct person ids, resolved through person_distinct_ids exactly as the queries resolve them.
+_ROLLUP_SETS_SQL = """
+SELECT day, event, sort_array(collect_set(person_id)) AS persons
+FROM (
+    SELECT CAST({local} AS DATE) AS day, e.event, p.person_id
+    FROM events e
+    JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
+    WHERE e.project_id = {project_id} AND p.project_id = {project_id}
+) AS resolved
+GROUP BY GROUPING SETS ((day, event), (day))
+"""
 
 # Same rule as the DuckDB view in kpilot.store.schema: the latest $set wins; without any $set, the earliest
 # $set_once. DuckDB's arg_max/arg_min skip rows whose value is NULL, hence the `value IS NOT NULL` filters.
@@ -92,6 +125,10 @@ def spark_session(
         .config("spark.sql.ansi.enabled", "true")
         .config("spark.ui.showConsoleProgress", "false")
     )
+    if master.startswith("local") and "PYSPARK_PYTHON" not in os.environ:
+        # Python workers (building rollup bitmaps) must run this interpreter, which has pyroaring and
+        # pyarrow; PySpark's default is whatever `python3` is first on PATH. Read when the context starts.
+        os.environ["PYSPARK_PYTHON"] = sys.executable
     if shuffle_partitions is not None:
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
@@ -111,15 +148,35 @@ def spark_session(
 class SparkEngine:
     """Runs compiled SQL on Spark over the lake at ``lake`` (a local directory or any Hadoop URI)."""
 
-    def __init__(self, session: SparkSession, lake: str | Path, *, cache: bool = False) -> None:
+    def __init__(
+        self,
+        session: SparkSession,
+        lake: str | Path,
+        *,
+        cache: bool = False,
+        rollups: bool | None = None,
+    ) -> None:
         """``cache`` keeps the tables and the resolved person properties in executor memory after their
-        first use: worth it for many queries on one lake (a dashboard, tests), not for one-off queries."""
+        first use: worth it for many queries on one lake (a dashboard, tests), not for one-off queries.
+
+        ``rollups`` (default: setting ``KPILOT_ROLLUPS``, on) answers the specs a rollup can answer from
+        the lake's rollups; off, every query reads raw events.
+        """
         self.spark = session
         self.lake = _lake_uri(lake)
         self.cache = cache
+        if rollups is None:
+            from kpilot.config import get_settings
+
+            rollups = get_settings().rollups
+        self.rollups = rollups
+        self.last_source = "events"
+        """Where the last :func:`~kpilot.compute.engine.run_query` answer came from: "rollups" or "events"."""
         self.manifest = self._read_manifest()
         session.conf.set("spark.sql.session.timeZone", "UTC")  # see the module docstring
         self._token = object()
+        self._rollup_frames: dict[int, DataFrame | None] = {}
+        self._rollup_merges: dict[int, list[tuple[int, int]]] = {}
         self._register_views()
 
     @classmethod
@@ -130,8 +187,11 @@ class SparkEngine:
         *,
         shuffle_partitions: int | None = None,
         cache: bool = False,
+        rollups: bool | None = None,
     ) -> SparkEngine:
-        return cls(spark_session(master, shuffle_partitions=shuffle_partitions), lake, cache=cache)
+        return cls(
+            spark_session(master, shuffle_partitions=shuffle_partitions), lake, cache=cache, rollups=rollups
+        )
 
     @property
     def dialect(self) -> Dialect:
@@ -142,6 +202,174 @@ class SparkEngine:
             self._register_views()
         df = _naive_timestamps(self.spark.sql(to_spark_sql(sql)))
         return [tuple(_plain(v) for v in row) for row in df.collect()]
+
+    # ---- rollups: answering ----------------------------------------------------------------------------
+    def from_rollups(self, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any] | None:
+        """``spec``'s result from the lake's rollup of ``project``, or None (no usable rollup: raw events)."""
+        from kpilot.compute.rollups import _needs, answer, answerable
+
+        self.last_source = "events"
+        if not self.rollups:
+            return None
+        entry = self.manifest.by_id(project.id)
+        if entry is None or entry.rollup is None or entry.rollup.timezone != project.timezone:
+            return None
+        if not answerable(spec, project.timezone):
+            return None
+        first, last, events = _needs(spec, project.week_start)
+        rollups = self.load_rollups(entry, first, last, events)
+        got = answer(rollups, spec, project.week_start)
+        if got is not None:
+            self.last_source = "rollups"
+        return got
+
+    def load_rollups(self, entry: LakeProject, first: date, last: date, events: set[str | None]) -> Rollups:
+        """The sets of days ``first``..``last`` and ``events`` (None: any event) of the lake's rollup of
+        ``entry``, delta rows unioned, with the merges to apply (what :func:`kpilot.compute.rollups.answer`
+        reads)."""
+        from pyroaring import BitMap
+
+        from kpilot.compute.rollups import Rollups
+
+        if entry.rollup is None:
+            raise KpilotError(f"the lake has no rollup of project {entry.name!r}")
+        out = Rollups(entry.id, entry.rollup.timezone)
+        frame = self._rollup_rows(entry, first, last, events)
+        for day, event, blob in [] if frame is None else frame.collect():
+            bm = BitMap.deserialize(bytes(blob))
+            target: dict[Any, BitMap] = out.any_event if event is None else out.by_event  # type: ignore[assignment]
+            key = day if event is None else (day, event)
+            if key in target:
+                target[key] |= bm
+            else:
+                target[key] = bm
+        for absorbed, survivor in self._merges(entry):
+            out.record_merge(absorbed, survivor)
+        return out
+
+    def _rollup_rows(
+        self, entry: LakeProject, first: date, last: date, events: set[str | None]
+    ) -> DataFrame | None:
+        """The rows of the wanted days and events: Spark pushes both conditions into the Parquet scan, which
+        skips the row groups (sorted by day) whose ``day`` statistics lie outside the range."""
+        from pyspark.sql import functions as F
+
+        frame = self._rollup_frame(entry.id)
+        named = sorted(e for e in events if e is not None)
+        wanted = [F.col("event").isin(named)] if named else []
+        if None in events:
+            wanted.append(F.col("event").isNull())
+        if frame is None or not wanted:
+            return None
+        which = wanted[0] if len(wanted) == 1 else wanted[0] | wanted[1]
+        return frame.where(F.col("day").between(F.lit(first), F.lit(last)) & which)
+
+    def _rollup_frame(self, project_id: int) -> DataFrame | None:
+        """The project's ``rollup_persons`` files (None when it has none); cached with ``cache``."""
+        if project_id in self._rollup_frames:
+            return self._rollup_frames[project_id]
+        frame = self._partition("rollup_persons", project_id, _ROLLUP_PERSONS_DDL)
+        if self.cache and frame is not None:
+            frame = frame.cache()
+            self._rollup_frames[project_id] = frame
+        return frame
+
+    def _merges(self, entry: LakeProject) -> list[tuple[int, int]]:
+        if entry.rows.get("rollup_merges", 1) == 0:  # the manifest counted none: spare the scan
+            return []
+        if entry.id in self._rollup_merges:
+            return self._rollup_merges[entry.id]
+        frame = self._partition("rollup_merges", entry.id, _ROLLUP_MERGES_DDL)
+        merges = [] if frame is None else [(int(a), int(b)) for a, b in frame.collect()]
+        if self.cache:
+            self._rollup_merges[entry.id] = merges
+        return merges
+
+    def _partition(self, table: str, project_id: int, ddl: str) -> DataFrame | None:
+        """The files of one project's partition of ``table``, or None when there are none."""
+        try:
+            return self.spark.read.schema(ddl).parquet(f"{self.lake}/{table}/project_id={project_id}")
+        except Exception as exc:
+            if _missing(exc):
+                return None
+            raise
+
+    # ---- rollups: building -----------------------------------------------------------------------------
+    def build_rollups(self, project: str | None = None, *, files: int = 1) -> LakeProject:
+        """(Re)build the rollup of ``project`` (or the lake's only project) from the lake's raw events.
+
+        Local days are in the project's timezone and persons are resolved through ``person_distinct_ids``,
+        as every Spark query does, so the rollup needs no merges. The sorted person ids per (day, event)
+        and per day are computed by Spark SQL; each set becomes a serialized roaring bitmap on the
+        executors (``mapInArrow`` with pyroaring, so their Python needs pyroaring and pyarrow); the
+        bitmaps are written as ``files`` Parquet files sorted by day and event. The manifest entry is
+        cleared first and written last, so a failed build leaves the project answered from raw events.
+        Returns the project's new manifest entry.
+        """
+        from pyspark.sql import functions as F
+
+        manifest = self._read_manifest()  # fresh: another export may have changed other entries
+        entry = manifest.project(project)
+        self._set_manifest(manifest.with_project(replace(entry, rollup=None)))
+        self._rollup_frames.pop(entry.id, None)
+        self._rollup_merges.pop(entry.id, None)
+        if getattr(self.spark, _OWNER, None) is not self._token:
+            self._register_views()
+        built_at = utc_text(datetime.now(UTC))
+        sql = _ROLLUP_SETS_SQL.format(
+            local=self.dialect.local_ts("e.timestamp", entry.timezone), project_id=int(entry.id)
+        )
+        with warnings.catch_warnings():
+            # mapInArrow goes through pandas_udf, which checks (and warns about) the pandas version; the
+            # function itself works on Arrow batches and never touches pandas
+            warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+            bitmaps = self.spark.sql(to_spark_sql(sql)).mapInArrow(_bitmap_builder(), _ROLLUP_PERSONS_DDL)
+        try:
+            (
+                bitmaps.repartitionByRange(max(1, files), "day")
+                .sortWithinPartitions("day", F.col("event").asc_nulls_first())
+                .write.mode("overwrite")
+                .option("parquet.block.size", str(ROLLUP_ROW_GROUP_BYTES))
+                .parquet(self._partition_path("rollup_persons", entry.id))
+            )
+        except Exception as exc:  # the executors' error arrives wrapped in Py4J and Spark exceptions
+            if _ID_RANGE not in str(exc):
+                raise
+            raise WorkspaceError(
+                f"cannot build the rollup of project {entry.name!r}: its person ids do not all lie in "
+                "0..4294967295, the range of a roaring bitmap"
+            ) from exc
+        # no merges: persons were resolved with today's ids (overwriting drops merges of an earlier rollup)
+        self.spark.createDataFrame([], _ROLLUP_MERGES_DDL).coalesce(1).write.mode("overwrite").parquet(
+            self._partition_path("rollup_merges", entry.id)
+        )
+        self.spark.sql(
+            f"SELECT {spark_literal(entry.timezone)} AS timezone, "
+            f"TIMESTAMP {spark_literal(built_at[:-1])} AS built_at"
+        ).coalesce(1).write.mode("overwrite").parquet(self._partition_path("rollup_projects", entry.id))
+        written = self.spark.read.parquet(self._partition_path("rollup_persons", entry.id)).count()
+        rows = {**entry.rows, "rollup_projects": 1, "rollup_persons": int(written), "rollup_merges": 0}
+        built = replace(entry, rows=rows, rollup=LakeRollup(entry.timezone, built_at, "spark"))
+        self._set_manifest(self.manifest.with_project(built))
+        return built
+
+    def _partition_path(self, table: str, project_id: int) -> str:
+        return f"{self.lake}/{table}/project_id={project_id}"
+
+    def _set_manifest(self, manifest: LakeManifest) -> None:
+        """Write ``manifest`` to the lake (a local file replaced atomically, or through Hadoop's FS)."""
+        if "://" not in self.lake:
+            write_manifest(Path(self.lake), manifest)
+        else:
+            jvm: Any = self.spark._jvm
+            path = jvm.org.apache.hadoop.fs.Path(f"{self.lake}/{MANIFEST}")
+            fs = path.getFileSystem(self.spark._jsc.hadoopConfiguration())  # type: ignore[attr-defined]
+            out = fs.create(path, True)
+            try:
+                out.write(bytearray(manifest.to_json()))
+            finally:
+                out.close()
+        self.manifest = manifest
 
     # ---- set-up ------------------------------------------------------------------------------------
     def _read_manifest(self) -> LakeManifest:
@@ -179,9 +407,54 @@ class SparkEngine:
         try:
             return self.spark.read.schema(ddl).option("basePath", path).parquet(path)
         except Exception as exc:
-            if "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc):
+            if _missing(exc):
                 return self.spark.createDataFrame([], ddl)
             raise
+
+
+_ID_RANGE = "does not fit a 32-bit roaring bitmap"
+
+
+def _missing(exc: Exception) -> bool:
+    return "PATH_NOT_FOUND" in str(exc) or "does not exist" in str(exc)
+
+
+def _bitmap_builder() -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function turning (day, event, sorted person ids) into (day, event, bitmap).
+
+    It is defined inside this function so cloudpickle ships it by value: executors need pyroaring, numpy and
+    pyarrow, not kpilot. Ids are dense non-negative integers below 2**32 (what a 32-bit roaring bitmap holds).
+    """
+
+    id_range = _ID_RANGE  # a local: the function must not refer to this module's globals
+
+    def build(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        import array
+
+        import numpy as np
+        import pyarrow as pa
+        from pyroaring import BitMap
+
+        for batch in batches:
+            persons = batch.column("persons")
+            offsets = persons.offsets.to_numpy()
+            ids = persons.values.to_numpy(zero_copy_only=False)
+            blobs = []
+            for i in range(len(persons)):
+                chunk = ids[offsets[i] : offsets[i + 1]]
+                if len(chunk) and (chunk[0] < 0 or chunk[-1] > 0xFFFFFFFF):
+                    bad = int(chunk[0] if chunk[0] < 0 else chunk[-1])
+                    raise ValueError(f"person id {bad} {id_range}")
+                arr = array.array("I")
+                arr.frombytes(np.ascontiguousarray(chunk, dtype=np.uint32).tobytes())
+                blobs.append(BitMap(arr).serialize())
+            binary = pa.large_binary() if pa.types.is_large_list(persons.type) else pa.binary()
+            yield pa.RecordBatch.from_arrays(
+                [batch.column("day"), batch.column("event"), pa.array(blobs, binary)],
+                names=["day", "event", "persons"],
+            )
+
+    return build
 
 
 def _lake_uri(lake: str | Path) -> str:
