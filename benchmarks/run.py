@@ -40,9 +40,9 @@ __all__ = ["IMPLS", "Config", "main", "run_benchmark", "write_readme"]
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = Path(__file__).resolve().parent / "results"
-IMPLS = ("kpilot", "duckdb_sql", "polars", "pandas")
-ROLLUPS = "kpilot_rollups"
-"""kpilot answering from per-day bitmaps (:mod:`kpilot.compute.rollups`), raw events for the rest."""
+RAW = "kpilot_events"
+"""kpilot with its rollups switched off (``DuckDBEngine(rollups=False)``): every query on raw events."""
+IMPLS = ("kpilot", RAW, "duckdb_sql", "polars", "pandas")
 PROJECT = "bench"
 
 
@@ -64,6 +64,8 @@ class Config:
     """Skip the imports when the workspace of this scale already exists (no import numbers then)."""
     label: str = ""
     """Appended to the scale in the result file name and heading."""
+    import_without_rollups: bool = True
+    """Also import the Parquet file with rollups off, to measure what maintaining them costs."""
 
     @property
     def tag(self) -> str:
@@ -95,20 +97,32 @@ def _peak_mib() -> float:
 
 
 # ---- workers (run in a child process, or in-process for tests) ---------------------------------------------
-def import_worker(home: Path, data: Path, timezone: str) -> dict[str, Any]:
-    """Import ``data`` into a new workspace at ``home``; the time includes the final checkpoint."""
+def import_worker(home: Path, data: Path, timezone: str, rollups: bool = True) -> dict[str, Any]:
+    """Import ``data`` into a new workspace at ``home``; the time includes the final checkpoint.
+
+    With ``rollups`` off the store keeps no rollup (``KPILOT_ROLLUPS=false``), for the cost comparison.
+    """
     from kpilot.collect.importer import import_events
     from kpilot.workspace import Workspace
 
-    ws = Workspace.init(home)
-    project = ws.create_project(PROJECT, timezone)
-    t0 = time.perf_counter()
-    report = import_events(ws, project, [data])
-    ws.store.checkpoint()
-    seconds = time.perf_counter() - t0
-    ws.close()
+    saved = os.environ.get("KPILOT_ROLLUPS")
+    os.environ["KPILOT_ROLLUPS"] = "true" if rollups else "false"
+    try:
+        ws = Workspace.init(home)
+        project = ws.create_project(PROJECT, timezone)
+        t0 = time.perf_counter()
+        report = import_events(ws, project, [data])
+        ws.store.checkpoint()
+        seconds = time.perf_counter() - t0
+        ws.close()
+    finally:
+        if saved is None:
+            os.environ.pop("KPILOT_ROLLUPS", None)
+        else:
+            os.environ["KPILOT_ROLLUPS"] = saved
     return {
         "file": data.name,
+        "rollups": rollups,
         "rows_read": report.rows_read,
         "imported": report.imported,
         "rejected": report.rejected,
@@ -118,33 +132,17 @@ def import_worker(home: Path, data: Path, timezone: str) -> dict[str, Any]:
     }
 
 
-def _kpilot_runner(home: Path) -> tuple[Any, Any]:
+def _kpilot_runner(home: Path, rollups: bool = True) -> tuple[Any, Any]:
     from kpilot.compute.engine import DuckDBEngine, run_query
     from kpilot.compute.spec import parse_spec
     from kpilot.workspace import Workspace
 
     ws = Workspace.open(home, read_only=True)
     project = ws.project(PROJECT)
-    engine = DuckDBEngine(ws.store)
+    engine = DuckDBEngine(ws.store, rollups=rollups)
 
     def run(name: str, spec: dict[str, Any]) -> Any:
         return canonical(name, run_query(engine, project, parse_spec(spec)))
-
-    return run, ws
-
-
-def _rollup_runner(home: Path) -> tuple[Any, Any]:
-    """Build the rollups (part of the load time), then answer from them or fall back to the engine."""
-    from kpilot.compute.rollups import answer, build
-    from kpilot.compute.spec import parse_spec
-
-    engine_run, ws = _kpilot_runner(home)
-    project = ws.project(PROJECT)
-    rollups = build(ws.store, project.id, project.timezone)
-
-    def run(name: str, spec: dict[str, Any]) -> Any:
-        got = answer(rollups, parse_spec(spec), project.week_start)
-        return engine_run(name, spec) if got is None else canonical(name, got)
 
     return run, ws
 
@@ -170,19 +168,15 @@ def query_worker(
 ) -> dict[str, Any]:
     """Cold pass then ``repeat`` warm passes of the workload; results of the cold pass, times, peak memory."""
     queries = workload(params.start, params.days)
-    if impl in ("kpilot", ROLLUPS):
+    if impl in ("kpilot", RAW):
         import kpilot.compute.engine  # module imports are not part of the measured time
-        import kpilot.workspace
-
-        if impl == ROLLUPS:
-            import kpilot.compute.rollups  # noqa: F401
+        import kpilot.compute.rollups
+        import kpilot.workspace  # noqa: F401
     else:
         plain = _plain(impl)  # imports the library
     t0 = time.perf_counter()
-    if impl == "kpilot":
-        run, _keep = _kpilot_runner(home)
-    elif impl == ROLLUPS:
-        run, _keep = _rollup_runner(home)
+    if impl in ("kpilot", RAW):
+        run, _keep = _kpilot_runner(home, rollups=impl == "kpilot")
     else:
         plain.load([str(data)], timezone)
         run = plain.run
@@ -228,7 +222,9 @@ def _in_child(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
 
 def _dispatch(kind: str, payload: dict[str, Any]) -> dict[str, Any]:
     if kind == "import":
-        return import_worker(Path(payload["home"]), Path(payload["data"]), payload["timezone"])
+        return import_worker(
+            Path(payload["home"]), Path(payload["data"]), payload["timezone"], payload.get("rollups", True)
+        )
     if kind == "query":
         params = Params(**{**payload["params"], "start": date.fromisoformat(payload["params"]["start"])})
         return query_worker(
@@ -318,6 +314,22 @@ def run_benchmark(cfg: Config, log: Any = print) -> dict[str, Any]:
             cfg, "import", {"home": str(home), "data": str(data), "timezone": cfg.timezone}
         )
         log(f"  {out['import']['parquet']}")
+        if cfg.import_without_rollups:
+            nohome = _fresh(cfg.work / f"ws-{cfg.tag}-norollups")
+            log("importing Parquet again with rollups off (their maintenance cost) ...")
+            out["import"]["parquet_without_rollups"] = _run(
+                cfg,
+                "import",
+                {"home": str(nohome), "data": str(data), "timezone": cfg.timezone, "rollups": False},
+            )
+            log(f"  {out['import']['parquet_without_rollups']}")
+            _fresh(nohome)
+            with_r = out["import"]["parquet"]["seconds"]
+            without = out["import"]["parquet_without_rollups"]["seconds"]
+            out["import"]["rollup_cost"] = {
+                "extra_seconds": round(with_r - without, 3),
+                "throughput_loss": round(1 - without / with_r, 4) if with_r else None,
+            }
     if cfg.jsonl_events and "parquet" in out["import"]:
         jsonl = cfg.work / f"data-{cfg.tag}-s{cfg.params.seed}-first{cfg.jsonl_events}.jsonl"
         if not jsonl.exists():
@@ -357,29 +369,24 @@ def run_benchmark(cfg: Config, log: Any = print) -> dict[str, Any]:
 def _ratios(impls: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Time and memory of each plain implementation divided by kpilot's (above 1: kpilot is ahead).
 
-    ``warm_vs_rollups`` divides by kpilot with rollups instead, when that ran.
+    ``kpilot_events`` (kpilot on raw events, rollups off) is compared the same way.
     """
     k = impls.get("kpilot")
     if not k:
         return {}
-    rollups = impls.get(ROLLUPS)
     out: dict[str, Any] = {}
     for name, rec in impls.items():
-        if name in ("kpilot", ROLLUPS):
+        if name == "kpilot":
             continue
         out[name] = {
             "warm": _div(rec["warm_total_s"], k["warm_total_s"]),
             "cold": _div(rec["cold_total_s"], k["cold_total_s"]),
             "peak_memory": _div(rec["peak_mib"], k["peak_mib"]),
         }
-        if rollups:
-            out[name]["warm_vs_rollups"] = _div(rec["warm_total_s"], rollups["warm_total_s"])
-    plain = [n for n in impls if n not in ("kpilot", ROLLUPS) and impls[n]["warm_total_s"] is not None]
+    plain = [n for n in impls if n not in ("kpilot", RAW) and impls[n]["warm_total_s"] is not None]
     if plain:
         fastest = min(plain, key=lambda n: impls[n]["warm_total_s"])
         out["fastest_plain"] = {"impl": fastest, "warm_speedup": out[fastest]["warm"]}
-        if rollups:
-            out["fastest_plain"]["warm_speedup_rollups"] = out[fastest]["warm_vs_rollups"]
     return out
 
 
@@ -422,9 +429,11 @@ def write_readme(results_dir: Path) -> Path:
         "Written by `python -m benchmarks.run` (see ../README.md for what is measured). Times are wall-clock on",
         "the machine listed; *warm* is the median of the warm passes summed over the workload; *cold* is a new",
         "process that opens the workspace (kpilot) or loads the Parquet file into memory (plain implementations)",
-        "and runs every query once. Ratios are plain time / kpilot time (above 1: kpilot is faster);",
-        "`kpilot_rollups` is kpilot answering from per-day person bitmaps (`kpilot.compute.rollups`, built during",
-        "its load step) and from raw events for what they cannot answer (funnel, sessions).",
+        "and runs every query once. Ratios are other time / kpilot time (above 1: kpilot is faster).",
+        "`kpilot` is the product as shipped: queries its rollups can answer (per-day person bitmaps maintained",
+        "by every import and ingestion write) come from them, the rest (funnel, sessions) from raw events;",
+        "`kpilot_events` is kpilot with rollups switched off. *parquet_without_rollups* is the same import with",
+        "rollup maintenance off: the difference is what maintaining them costs.",
         "",
     ]
     for r in records:
@@ -442,22 +451,30 @@ def write_readme(results_dir: Path) -> Path:
         else:
             lines.append("Imports were not measured in this run (it reused the workspace of an earlier one).")
         for fmt, rec in r["import"].items():
+            if fmt == "rollup_cost":
+                continue
             lines.append(
                 f"| {fmt} | {rec['rows_read']:,} | {rec['seconds']:.1f} | {rec['events_per_s']:,} | {rec['peak_mib']:,.0f} MiB |"
             )
+        if "rollup_cost" in r["import"]:
+            cost = r["import"]["rollup_cost"]
+            loss = cost["throughput_loss"]
+            lines += [
+                "",
+                f"Maintaining the rollups during the Parquet import cost {cost['extra_seconds']} s "
+                f"({'-' if loss is None else f'{loss:.1%}'} of import throughput).",
+            ]
         impls = r["impls"]
         lines += [
             "",
-            "| implementation | load | cold total | warm total | peak memory | warm ratio | cold ratio | memory ratio |"
-            + (" warm ratio vs rollups |" if ROLLUPS in impls else ""),
-            "|---|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if ROLLUPS in impls else ""),
+            "| implementation | load | cold total | warm total | peak memory | warm ratio | cold ratio | memory ratio |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, rec in impls.items():
             ratio = r["ratios"].get(name, {})
             lines.append(
                 f"| {name} | {_fmt_s(rec['load_s'])} | {_fmt_s(rec['cold_total_s'])} | {_fmt_s(rec['warm_total_s'])} | "
                 f"{rec['peak_mib']:,.0f} MiB | {ratio.get('warm', '-')} | {ratio.get('cold', '-')} | {ratio.get('peak_memory', '-')} |"
-                + (f" {ratio.get('warm_vs_rollups', '-')} |" if ROLLUPS in impls else "")
             )
         names = list(impls)
         queries = list(next(iter(impls.values()))["per_query"]) if impls else []
@@ -502,6 +519,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--results", type=Path, default=RESULTS, help="where to write <scale>.json and README.md")
     ap.add_argument("--reuse-workspace", action="store_true", help="skip the imports if the workspace exists")
+    ap.add_argument(
+        "--no-import-without-rollups",
+        action="store_true",
+        help="skip the second Parquet import with rollups off (their maintenance cost)",
+    )
     ap.add_argument("--label", default="", help="suffix for the result file name and heading")
     ap.add_argument("--note", action="append", default=[], help="a line added under this run in README.md")
     args = ap.parse_args(argv)
@@ -516,6 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         jsonl_events=args.jsonl_events,
         reuse_workspace=args.reuse_workspace,
         label=args.label,
+        import_without_rollups=not args.no_import_without_rollups,
     )
     try:
         record = run_benchmark(cfg, log=lambda m: print(m, flush=True))

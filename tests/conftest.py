@@ -15,18 +15,29 @@ from kpilot.workspace import ProjectInfo, Workspace
 
 
 class Env:
-    """A workspace with one project; ``load`` stores events, ``query`` runs a spec dict."""
+    """A workspace with one project; ``load`` stores events, ``query`` runs a spec dict.
+
+    ``query`` answers the way users get answers (from the rollups when they can, raw events otherwise) and,
+    whenever the rollups answered, checks that raw events give exactly the same result: every test that
+    queries through ``Env`` covers both paths.
+    """
 
     def __init__(self, ws: Workspace, project: ProjectInfo) -> None:
         self.ws = ws
         self.project = project
-        self.engine = DuckDBEngine(ws.store)
+        self.engine = DuckDBEngine(ws.store, rollups=True)
+        self.raw_engine = DuckDBEngine(ws.store, rollups=False)
 
     def load(self, rows: list[dict[str, Any]]) -> None:
         self.ws.store.write_batch(self.project.id, [normalize(r) for r in rows])
 
     def query(self, spec: dict[str, Any]) -> dict[str, Any]:
-        return run_query(self.engine, self.project, parse_spec(spec))
+        parsed = parse_spec(spec)
+        got = run_query(self.engine, self.project, parsed)
+        if self.engine.last_source == "rollups":
+            raw = run_query(self.raw_engine, self.project, parsed)
+            assert got == raw, f"rollups and raw events disagree for {spec}:\n{got}\n{raw}"
+        return got
 
     def other_project(self, name: str = "other", timezone: str = "UTC") -> Env:
         return Env(self.ws, self.ws.create_project(name, timezone))

@@ -20,6 +20,10 @@ class Settings(BaseSettings):
     )
     project: str | None = Field(default=None, description="Default project name for CLI commands")
     import_batch_rows: int = Field(default=500_000, ge=1)
+    rollups: bool = Field(
+        default=True,
+        description="Maintain per-day person bitmaps at every write and answer queries from them when they can",
+    )
     spark_master: str = Field(default="local[*]", description="Spark master URL for `--engine spark`")
     lake: str | None = Field(default=None, description="Lake directory or URI read by `--engine spark`")
 

@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
+from kpilot.config import get_settings
 from kpilot.errors import NotFoundError, WorkspaceError
 from kpilot.meta.db import MetadataDB
 from kpilot.meta.models import Project
@@ -48,7 +49,11 @@ class Workspace:
         self.home = home
         self.metadata_url = metadata_url or f"sqlite:///{(home / 'metadata.sqlite').resolve()}"
         self.meta = MetadataDB(self.metadata_url)
-        self.store = store if store is not None else EventStore(home / "events.duckdb", read_only=read_only)
+        self.store = (
+            store
+            if store is not None
+            else EventStore(home / "events.duckdb", read_only=read_only, rollups=get_settings().rollups)
+        )
 
     @classmethod
     def init(cls, home: Path, metadata_url: str | None = None) -> Workspace:
@@ -58,6 +63,7 @@ class Workspace:
             marker.write_text(f"kpilot workspace\nmetadata_url={metadata_url or ''}\n")
         ws = cls(home, metadata_url or _marker_url(home))
         ws.meta.migrate()
+        ws.ensure_rollups()
         return ws
 
     @classmethod
@@ -74,7 +80,13 @@ class Workspace:
         ws = cls(home, metadata_url or _marker_url(home), read_only=read_only, store=store)
         if not read_only:
             ws.meta.migrate()
+            ws.ensure_rollups()
         return ws
+
+    def ensure_rollups(self) -> None:
+        """Give every project a rollup in its timezone (built from its events when missing or outdated)."""
+        for project in self.projects():
+            self.store.ensure_rollups(project.id, project.timezone)
 
     def close(self) -> None:
         self.store.close()
@@ -104,7 +116,9 @@ class Workspace:
                 s.commit()
             except IntegrityError as exc:
                 raise WorkspaceError(f"project {name!r} already exists") from exc
-            return _info(project)
+            info = _info(project)
+        self.store.ensure_rollups(info.id, info.timezone)
+        return info
 
     def projects(self) -> list[ProjectInfo]:
         with self.meta.session() as s:

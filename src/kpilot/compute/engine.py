@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Protocol, assert_never
+from typing import Any, Protocol, assert_never, runtime_checkable
 
 from kpilot.compute.context import QueryContext
 from kpilot.compute.dialect import DIALECTS, Dialect
@@ -21,7 +21,7 @@ from kpilot.compute.spec import (
 from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import ProjectInfo
 
-__all__ = ["DuckDBEngine", "Engine", "run_query"]
+__all__ = ["DuckDBEngine", "Engine", "RollupSource", "run_query"]
 
 
 class Engine(Protocol):
@@ -33,11 +33,38 @@ class Engine(Protocol):
     def fetchall(self, sql: str) -> list[tuple[Any, ...]]: ...
 
 
-class DuckDBEngine:
-    """Runs queries on the embedded store through a fresh cursor each time (safe across threads)."""
+@runtime_checkable
+class RollupSource(Protocol):
+    """Optional ability of an engine: answer a spec from precomputed rollups, or None to use raw events."""
 
-    def __init__(self, store: EventStore) -> None:
+    def from_rollups(self, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any] | None: ...
+
+
+class DuckDBEngine:
+    """Runs queries on the embedded store through a fresh cursor each time (safe across threads).
+
+    With ``rollups`` (the default, setting ``KPILOT_ROLLUPS``), specs the store's rollup can answer are
+    answered from it (:mod:`kpilot.compute.rollups`); the rest from raw events.
+    """
+
+    def __init__(self, store: EventStore, *, rollups: bool | None = None) -> None:
         self.store = store
+        if rollups is None:
+            from kpilot.config import get_settings
+
+            rollups = get_settings().rollups
+        self.rollups = rollups
+        self.last_source = "events"
+        """Where the last :func:`run_query` answer came from: "rollups" or "events"."""
+
+    def from_rollups(self, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any] | None:
+        if not self.rollups:
+            return None
+        from kpilot.compute.rollups import answer_from_store
+
+        got = answer_from_store(self.store, project.id, project.timezone, project.week_start, spec)
+        self.last_source = "events" if got is None else "rollups"
+        return got
 
     @property
     def dialect(self) -> Dialect:
@@ -66,6 +93,10 @@ def run_query(engine: Engine, project: ProjectInfo, spec: QuerySpec) -> dict[str
         trends,
     )
 
+    if isinstance(engine, RollupSource):
+        got = engine.from_rollups(project, spec)
+        if got is not None:
+            return got
     ctx = context_for(engine, project, spec)
     if isinstance(spec, TrendsSpec):
         return trends.run(engine, ctx, spec)

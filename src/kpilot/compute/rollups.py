@@ -20,13 +20,15 @@ trends ``dau``/``unique``/``wau``/``mau``/``dau_mau_ratio`` (any interval the en
 stickiness with ``min_events`` 1, recurring retention by day/week/month (cumulative or not), and feature
 adoption. Funnels, sessions and time to value need event times and always use raw events.
 
-:func:`build` makes a rollup from the stored events; :meth:`Rollups.add` adds a batch of (day, event,
-person) rows, which is how ingestion would keep it current. The results are the same JSON the engine returns.
+:func:`build` makes an in-memory rollup from the stored events and :meth:`Rollups.add` adds a batch of (day,
+event, person) rows. The store keeps a persistent rollup per project, maintained in the same transaction as
+every write (:mod:`kpilot.store.rollup_store`); :func:`answer_from_store` loads the part of it a spec needs
+and answers from it, which is what the DuckDB engine does before it falls back to raw events. The results
+are the same JSON the engine returns.
 """
 
 from __future__ import annotations
 
-import array
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -45,17 +47,12 @@ from kpilot.compute.spec import (
     StickinessSpec,
     TrendsSpec,
 )
+from kpilot.store.rollup_store import bitmap_from, rollup_timezone
 
-__all__ = ["Rollups", "answer", "build"]
+__all__ = ["Rollups", "answer", "answer_from_store", "answerable", "build", "load", "needs"]
 
 _EPOCH = date(1970, 1, 1)
 _ROLLING = {"wau": 7, "mau": 30}
-
-
-def _bitmap(values: np.ndarray) -> BitMap:
-    arr = array.array("I")
-    arr.frombytes(np.ascontiguousarray(values, dtype=np.uint32).tobytes())
-    return BitMap(arr)
 
 
 @dataclass
@@ -142,22 +139,37 @@ def build(store: Any, project_id: int, timezone: str) -> Rollups:
     starts = np.flatnonzero(np.concatenate([[True], (day[1:] != day[:-1]) | (code[1:] != code[:-1])]))
     ends = np.append(starts[1:], len(day))
     for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        out.by_event[(_EPOCH + timedelta(days=int(day[lo])), names[int(code[lo])])] = _bitmap(person[lo:hi])
+        out.by_event[(_EPOCH + timedelta(days=int(day[lo])), names[int(code[lo])])] = bitmap_from(
+            person[lo:hi]
+        )
     day_starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
     day_ends = np.append(day_starts[1:], len(day))
     for lo, hi in zip(day_starts.tolist(), day_ends.tolist(), strict=True):
-        out.any_event[_EPOCH + timedelta(days=int(day[lo]))] = _bitmap(np.unique(person[lo:hi]))
+        out.any_event[_EPOCH + timedelta(days=int(day[lo]))] = bitmap_from(np.unique(person[lo:hi]))
     return out
 
 
 # ---- answering query specs --------------------------------------------------------------------------------
+def answerable(spec: QuerySpec, timezone: str) -> bool:
+    """Whether a rollup in ``timezone`` answers ``spec`` (it also needs to exist and be current)."""
+    if spec.filters or spec.breakdown is not None:
+        return False
+    if isinstance(spec.date_from, datetime) or isinstance(spec.date_to, datetime):
+        return False
+    if (spec.timezone or timezone) != timezone:
+        return False
+    if isinstance(spec, TrendsSpec):
+        return not spec.compare and spec.math != "total" and spec.interval != "hour"
+    if isinstance(spec, StickinessSpec):
+        return spec.min_events == 1
+    if isinstance(spec, RetentionSpec):
+        return spec.period != "hour" and spec.retention_type == "recurring"
+    return isinstance(spec, FeatureAdoptionSpec)
+
+
 def answer(rollups: Rollups, spec: QuerySpec, week_start: str = "monday") -> dict[str, Any] | None:
     """The engine's result for ``spec`` computed from the rollup, or ``None`` when the rollup cannot answer it."""
-    if rollups.stale or spec.filters or spec.breakdown is not None:
-        return None
-    if isinstance(spec.date_from, datetime) or isinstance(spec.date_to, datetime):
-        return None
-    if (spec.timezone or rollups.timezone) != rollups.timezone:
+    if rollups.stale or not answerable(spec, rollups.timezone):
         return None
     if isinstance(spec, TrendsSpec):
         return _trends(rollups, spec, week_start)
@@ -168,6 +180,71 @@ def answer(rollups: Rollups, spec: QuerySpec, week_start: str = "monday") -> dic
     if isinstance(spec, FeatureAdoptionSpec):
         return _adoption(rollups, spec, week_start)
     return None
+
+
+def needs(spec: QuerySpec, week_start: str) -> tuple[date, date, set[str | None]]:
+    """Days (first, last) and events whose sets answering ``spec`` reads."""
+    if isinstance(spec, RetentionSpec):
+        starts = cohort_starts(spec, spec.week_start or week_start)
+        last = next_bucket(starts[-1], spec.period).date() - timedelta(days=1)
+        return starts[0].date(), last, {spec.start_event, spec.return_event}
+    first = spec.first_day - timedelta(days=max(_ROLLING.values()))
+    if isinstance(spec, FeatureAdoptionSpec):
+        return first, spec.last_day, {spec.event, spec.active_event}
+    if isinstance(spec, TrendsSpec | StickinessSpec):
+        return first, spec.last_day, {spec.event}
+    raise AssertionError(f"not answerable from rollups: {spec.kind}")
+
+
+def load(
+    cursor: Any, project_id: int, timezone: str, first: date, last: date, events: set[str | None]
+) -> Rollups:
+    """The stored rollup's sets for days ``first``..``last`` and ``events`` (None: any event), with merges."""
+    named = sorted(e for e in events if e is not None)
+    params: list[Any] = [project_id, first, last]
+    clauses = ["event IS NULL"] if None in events else []
+    if named:
+        clauses.append("list_contains($4::VARCHAR[], event)")
+        params.append(named)
+    out = Rollups(project_id, timezone)
+    rows = cursor.execute(
+        f"""SELECT day, event, persons FROM rollup_persons
+            WHERE project_id = $1 AND day BETWEEN $2 AND $3 AND ({" OR ".join(clauses)})""",
+        params,
+    ).fetchall()
+    for day, event, blob in rows:
+        bm = BitMap.deserialize(blob)
+        target: dict[Any, BitMap] = out.any_event if event is None else out.by_event  # type: ignore[assignment]
+        key = day if event is None else (day, event)
+        if key in target:
+            target[key] |= bm
+        else:
+            target[key] = bm
+    for absorbed, survivor in cursor.execute(
+        "SELECT absorbed, survivor FROM rollup_merges WHERE project_id = ?", [project_id]
+    ).fetchall():
+        out.record_merge(int(absorbed), int(survivor))
+    return out
+
+
+def answer_from_store(
+    store: Any, project_id: int, timezone: str, week_start: str, spec: QuerySpec
+) -> dict[str, Any] | None:
+    """Answer ``spec`` from the store's rollup of ``project_id``, or None (no rollup, or not answerable).
+
+    ``timezone`` and ``week_start`` are the project's; the spec may override them.
+    """
+    if not answerable(spec, timezone):
+        return None
+    cur = store.cursor()
+    try:
+        if rollup_timezone(cur, project_id) != timezone:
+            return None
+        first, last, events = needs(spec, week_start)
+        rollups = load(cur, project_id, timezone, first, last, events)
+    finally:
+        cur.close()
+    return answer(rollups, spec, week_start)
 
 
 def _days(first: date, last: date) -> list[date]:

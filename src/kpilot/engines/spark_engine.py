@@ -206,7 +206,7 @@ class SparkEngine:
     # ---- rollups: answering ----------------------------------------------------------------------------
     def from_rollups(self, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any] | None:
         """``spec``'s result from the lake's rollup of ``project``, or None (no usable rollup: raw events)."""
-        from kpilot.compute.rollups import _needs, answer, answerable
+        from kpilot.compute.rollups import answer, answerable, needs
 
         self.last_source = "events"
         if not self.rollups:
@@ -216,7 +216,7 @@ class SparkEngine:
             return None
         if not answerable(spec, project.timezone):
             return None
-        first, last, events = _needs(spec, project.week_start)
+        first, last, events = needs(spec, project.week_start)
         rollups = self.load_rollups(entry, first, last, events)
         got = answer(rollups, spec, project.week_start)
         if got is not None:

@@ -19,13 +19,17 @@ import pyarrow as pa
 
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
+from kpilot.store import rollup_store
 from kpilot.store.identity import plan_identity
 from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
 
-__all__ = ["DEDUP_WINDOW", "BatchResult", "EventStore"]
+__all__ = ["COMPACT_AFTER", "DEDUP_WINDOW", "BatchResult", "EventStore"]
 
 DEDUP_WINDOW = timedelta(days=1)
 """A message id counts as a duplicate of a stored event whose timestamp is within this window of it."""
+
+COMPACT_AFTER = 4096
+"""Rollup delta rows a project may gather (in this process) before a write batch compacts them."""
 
 _EVENT_SCHEMA = pa.schema(
     [
@@ -49,9 +53,13 @@ class BatchResult:
 class EventStore:
     """A DuckDB database file holding every project's events, persons and ingest statistics."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
+    def __init__(self, path: Path | str, *, read_only: bool = False, rollups: bool = True) -> None:
         self.path = Path(path)
         self.read_only = read_only
+        self.maintain_rollups = rollups
+        """Keep the rollups of projects that have one current on every write (off: they are dropped)."""
+        self._rollup_tz: dict[int, str | None] = {}
+        self._rollup_deltas: dict[int, int] = {}
         try:
             self.conn = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
@@ -107,6 +115,7 @@ class EventStore:
             except BaseException:
                 cur.execute("ROLLBACK")
                 cur.close()
+                self._rollup_tz.clear()  # what the rolled-back work cached may not hold
                 raise
             cur.execute("COMMIT")
             cur.close()
@@ -156,12 +165,13 @@ class EventStore:
             )
             cur.unregister("batch_in")
             self._drop_stored_duplicates(cur, project_id)
-            self._resolve_identity(cur, project_id, merges, prop_rows)
+            remap = self._resolve_identity(cur, project_id, merges, prop_rows)
             cur.execute(
                 """INSERT INTO events (project_id, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash)
                    SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash FROM staged""",
                 [project_id],
             )
+            self._maintain_rollups(cur, project_id, remap)
             cur.register("batch_all", table.select(["event", "timestamp"]))
             cur.execute(
                 """INSERT INTO ingest_stats
@@ -208,7 +218,9 @@ class EventStore:
         project_id: int,
         merges: Sequence[tuple[str, str]],
         prop_rows: Sequence[tuple[str, str, str | None, datetime, bool]],
-    ) -> None:
+    ) -> dict[int, int]:
+        """Give every distinct id of the batch a person and apply merges; returns absorbed -> survivor."""
+        remap: dict[int, int] = {}
         extra = {d for pair in merges for d in pair} | {row[0] for row in prop_rows}
         cur.register("extra_ids", pa.table({"distinct_id": pa.array(sorted(extra), pa.string())}))
         cur.execute(
@@ -217,8 +229,12 @@ class EventStore:
         )
         cur.unregister("extra_ids")
         # Fast path: ids never seen before and not part of any merge get a fresh person each, in SQL.
+        # New ids lie above every id ever absorbed by a merge too: an absorbed id is never reused, so a
+        # rollup bitmap holding it means the absorbed person (see kpilot.store.rollup_store).
         next_id = cur.execute(
-            "SELECT coalesce(max(person_id), 0) + 1 FROM person_distinct_ids WHERE project_id = ?",
+            """SELECT greatest(
+                   (SELECT coalesce(max(person_id), 0) FROM person_distinct_ids WHERE project_id = $1),
+                   (SELECT coalesce(max(from_person), 0) FROM person_merges WHERE project_id = $1)) + 1""",
             [project_id],
         ).fetchone()[0]  # type: ignore[index]
         if merges:
@@ -257,6 +273,7 @@ class EventStore:
                         [new, project_id, old],
                     )
                     cur.execute("INSERT INTO person_merges VALUES (?, ?, ?, ?)", [project_id, old, new, now])
+                    remap[int(old)] = int(new)
         else:
             cur.execute(
                 """INSERT INTO person_distinct_ids
@@ -288,6 +305,58 @@ class EventStore:
             )
             cur.unregister("prop_rows")
         cur.execute("DROP TABLE batch_ids")
+        return remap
+
+    # ---- rollups -----------------------------------------------------------------------------------
+    def _maintain_rollups(
+        self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int]
+    ) -> None:
+        if project_id not in self._rollup_tz:
+            self._rollup_tz[project_id] = rollup_store.rollup_timezone(cur, project_id)
+        tz = self._rollup_tz[project_id]
+        if tz is None:
+            return
+        if not self.maintain_rollups:
+            # Writing without maintaining: the rollup would go stale, so it is dropped (rebuilt on demand).
+            cur.execute("DELETE FROM rollup_projects WHERE project_id = ?", [project_id])
+            cur.execute("DELETE FROM rollup_persons WHERE project_id = ?", [project_id])
+            cur.execute("DELETE FROM rollup_merges WHERE project_id = ?", [project_id])
+            self._rollup_tz[project_id] = None
+            return
+        rollup_store.add_merges(cur, project_id, remap.items())
+        added = rollup_store.add_staged(cur, project_id, tz)
+        deltas = self._rollup_deltas.get(project_id, 0) + added
+        if deltas > COMPACT_AFTER:
+            rollup_store.compact(cur, project_id)
+            deltas = 0
+        self._rollup_deltas[project_id] = deltas
+
+    def rollup_timezone(self, project_id: int) -> str | None:
+        """The timezone of ``project_id``'s rollup, or None when it has none (queries use raw events)."""
+        cur = self.cursor()
+        try:
+            return rollup_store.rollup_timezone(cur, project_id)
+        finally:
+            cur.close()
+
+    def ensure_rollups(self, project_id: int, timezone: str) -> bool:
+        """Build ``project_id``'s rollup in ``timezone`` unless it exists in that timezone; True if built."""
+        if self.read_only or not self.maintain_rollups:
+            return False
+        with self._transaction() as cur:
+            if rollup_store.rollup_timezone(cur, project_id) == timezone:
+                return False
+            rollup_store.build(cur, project_id, timezone)
+        self._rollup_tz[project_id] = timezone
+        self._rollup_deltas[project_id] = 0
+        return True
+
+    def compact_rollups(self, project_id: int) -> int:
+        """Merge ``project_id``'s rollup delta rows (one row per day and event); returns keys merged."""
+        with self._transaction() as cur:
+            merged = rollup_store.compact(cur, project_id)
+        self._rollup_deltas[project_id] = 0
+        return merged
 
     def checkpoint(self) -> None:
         with self._write_lock:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "SCHEMA_SQL", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL);
@@ -50,6 +50,23 @@ CREATE TABLE IF NOT EXISTS ingest_stats (
     accepted BIGINT NOT NULL,
     deduplicated BIGINT NOT NULL
 );
+-- rollups (kpilot.store.rollup_store): per local day and event (NULL = any event), persons as roaring bitmaps
+CREATE TABLE IF NOT EXISTS rollup_projects (
+    project_id INTEGER NOT NULL,
+    timezone VARCHAR NOT NULL,
+    built_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollup_persons (
+    project_id INTEGER NOT NULL,
+    day DATE NOT NULL,
+    event VARCHAR,
+    persons BLOB NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rollup_merges (
+    project_id INTEGER NOT NULL,
+    absorbed BIGINT NOT NULL,
+    survivor BIGINT NOT NULL
+);
 CREATE OR REPLACE VIEW person_properties AS
 WITH resolved AS (
     SELECT w.project_id, p.person_id, w.key,
@@ -70,4 +87,6 @@ MIGRATIONS: dict[int, str] = {
 ALTER TABLE events ADD COLUMN IF NOT EXISTS uuid_hash UBIGINT;
 UPDATE events SET uuid_hash = md5_number_lower(uuid) WHERE uuid_hash IS NULL;
 """,
+    # v3 adds the rollup tables (created by SCHEMA_SQL); projects get their rollup when the workspace opens.
+    3: "SELECT 1;",
 }

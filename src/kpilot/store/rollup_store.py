@@ -1,0 +1,185 @@
+"""Rollups kept inside the event store: per local day and event, the set of persons as a roaring bitmap.
+
+The tables (see :mod:`kpilot.store.schema`):
+
+* ``rollup_projects(project_id, timezone, built_at)``: which projects have a rollup, and the timezone whose
+  calendar days it uses (the project timezone).
+* ``rollup_persons(project_id, day, event, persons)``: serialized bitmaps of person ids. ``event`` NULL is
+  the union over all events of the day. A key (project, day, event) may have several rows: every write batch
+  *appends* the persons it brought (a delta), which keeps maintenance cheap whatever the size of the day's
+  set; :func:`compact` merges the rows of a key into one, and readers union whatever rows they find.
+* ``rollup_merges(project_id, absorbed, survivor)``: identity merges that happened after the build. Stored
+  bitmaps are never rewritten for a merge; readers replace absorbed ids by their survivor
+  (:mod:`kpilot.compute.rollups`). Person ids are never reused after being absorbed (the store allocates
+  new ids above every id ever merged), so an absorbed id in a bitmap always means the absorbed person.
+
+Everything here runs inside the caller's write transaction: rollups change exactly when events do.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap
+
+__all__ = [
+    "add_merges",
+    "add_staged",
+    "bitmap_from",
+    "build",
+    "compact",
+    "rollup_timezone",
+]
+
+_DAY = "CAST({local} AS DATE)"
+
+
+def bitmap_from(values: np.ndarray) -> BitMap:
+    """A bitmap of the (non-negative, < 2**32) integers in ``values``."""
+    arr = array.array("I")
+    arr.frombytes(np.ascontiguousarray(values, dtype=np.uint32).tobytes())
+    return BitMap(arr)
+
+
+def _local(col: str, timezone: str) -> str:
+    if timezone == "UTC":
+        return col
+    quoted = "'" + timezone.replace("'", "''") + "'"
+    return f"timezone({quoted}, {col} AT TIME ZONE 'UTC')"
+
+
+def rollup_timezone(cur: duckdb.DuckDBPyConnection, project_id: int) -> str | None:
+    """The timezone of ``project_id``'s rollup, or None when the project has none."""
+    rows = cur.execute("SELECT timezone FROM rollup_projects WHERE project_id = ?", [project_id]).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) -> int:
+    """Append bitmaps for (day, event, person_id) rows sorted by day, event, person_id; returns rows added."""
+    if table.num_rows == 0:
+        return 0
+    day = table.column("day").to_numpy()
+    person = table.column("person_id").to_numpy()
+    event = table.column("event").combine_chunks().dictionary_encode()
+    names = event.dictionary.to_pylist()
+    code = event.indices.to_numpy()
+    out_day: list[int] = []
+    out_event: list[str | None] = []
+    out_blob: list[bytes] = []
+    starts = np.flatnonzero(np.concatenate([[True], (day[1:] != day[:-1]) | (code[1:] != code[:-1])]))
+    ends = np.append(starts[1:], len(day))
+    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
+        out_day.append(int(day[lo]))
+        out_event.append(names[int(code[lo])])
+        out_blob.append(bitmap_from(person[lo:hi]).serialize())
+    day_starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
+    day_ends = np.append(day_starts[1:], len(day))
+    for lo, hi in zip(day_starts.tolist(), day_ends.tolist(), strict=True):
+        out_day.append(int(day[lo]))
+        out_event.append(None)
+        out_blob.append(bitmap_from(np.unique(person[lo:hi])).serialize())
+    rows = pa.table(
+        {
+            "day": pa.array(out_day, pa.int32()),
+            "event": pa.array(out_event, pa.string()),
+            "persons": pa.array(out_blob, pa.binary()),
+        }
+    )
+    cur.register("rollup_rows", rows)
+    cur.execute(
+        """INSERT INTO rollup_persons
+           SELECT ?, DATE '1970-01-01' + day, event, persons FROM rollup_rows""",
+        [project_id],
+    )
+    cur.unregister("rollup_rows")
+    return len(out_day)
+
+
+def _grouped(cur: duckdb.DuckDBPyConnection, source: str, project_id: int, timezone: str) -> pa.Table:
+    day = _DAY.format(local=_local("e.timestamp", timezone))
+    return cur.sql(
+        f"""SELECT CAST({day} - DATE '1970-01-01' AS INTEGER) AS day, e.event, p.person_id
+            FROM {source} e JOIN person_distinct_ids p
+              ON p.project_id = ? AND p.distinct_id = e.distinct_id
+            GROUP BY ALL ORDER BY day, e.event, p.person_id""",
+        params=[project_id],
+    ).to_arrow_table()
+
+
+def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
+    """(Re)build ``project_id``'s rollup from its stored events in ``timezone``; returns rows written."""
+    cur.execute("DELETE FROM rollup_persons WHERE project_id = ?", [project_id])
+    cur.execute("DELETE FROM rollup_merges WHERE project_id = ?", [project_id])
+    cur.execute("DELETE FROM rollup_projects WHERE project_id = ?", [project_id])
+    cur.execute(
+        "INSERT INTO rollup_projects VALUES (?, ?, ?)",
+        [project_id, timezone, datetime.now(UTC).replace(tzinfo=None)],
+    )
+    cur.execute(
+        f"CREATE OR REPLACE TEMP VIEW rollup_source AS SELECT * FROM events WHERE project_id = {int(project_id)}"
+    )
+    written = _append(cur, project_id, _grouped(cur, "rollup_source", project_id, timezone))
+    cur.execute("DROP VIEW rollup_source")
+    return written
+
+
+def add_staged(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
+    """Append the persons of the events in the temp table ``staged`` (already deduplicated, ids resolved)."""
+    return _append(cur, project_id, _grouped(cur, "staged", project_id, timezone))
+
+
+def add_merges(cur: duckdb.DuckDBPyConnection, project_id: int, remap: Iterable[tuple[int, int]]) -> None:
+    """Record that each ``absorbed`` person now belongs to ``survivor``."""
+    rows = [(project_id, int(a), int(b)) for a, b in remap if a != b]
+    if rows:
+        cur.executemany("INSERT INTO rollup_merges VALUES (?, ?, ?)", rows)
+
+
+def compact(cur: duckdb.DuckDBPyConnection, project_id: int) -> int:
+    """Merge the rows of every key with more than one row into one; returns the number of keys merged."""
+    keys = cur.execute(
+        """SELECT day, event FROM rollup_persons WHERE project_id = ?
+           GROUP BY ALL HAVING count(*) > 1""",
+        [project_id],
+    ).fetchall()
+    if not keys:
+        return 0
+    cur.register("compact_keys", pa.table({"day": [k[0] for k in keys], "event": [k[1] for k in keys]}))
+    rows = cur.execute(
+        """SELECT r.day, r.event, r.persons FROM rollup_persons r
+           SEMI JOIN compact_keys k ON k.day = r.day AND k.event IS NOT DISTINCT FROM r.event
+           WHERE r.project_id = ?""",
+        [project_id],
+    ).fetchall()
+    merged: dict[tuple[object, str | None], BitMap] = {}
+    for day, event, blob in rows:
+        bm = BitMap.deserialize(blob)
+        key = (day, event)
+        if key in merged:
+            merged[key] |= bm
+        else:
+            merged[key] = bm
+    cur.execute(
+        """DELETE FROM rollup_persons r USING compact_keys k
+           WHERE r.project_id = ? AND k.day = r.day AND k.event IS NOT DISTINCT FROM r.event""",
+        [project_id],
+    )
+    cur.unregister("compact_keys")
+    cur.register(
+        "compacted",
+        pa.table(
+            {
+                "day": pa.array([k[0] for k in merged], pa.date32()),
+                "event": pa.array([k[1] for k in merged], pa.string()),
+                "persons": pa.array([bm.serialize() for bm in merged.values()], pa.binary()),
+            }
+        ),
+    )
+    cur.execute("INSERT INTO rollup_persons SELECT ?, day, event, persons FROM compacted", [project_id])
+    cur.unregister("compacted")
+    return len(merged)
