@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import array
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import duckdb
 import numpy as np
@@ -28,6 +28,7 @@ import pyarrow as pa
 from pyroaring import BitMap
 
 __all__ = [
+    "BUILD_DAYS",
     "add_merges",
     "add_staged",
     "bitmap_from",
@@ -100,15 +101,22 @@ def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) ->
     return len(out_day)
 
 
-def _grouped(cur: duckdb.DuckDBPyConnection, source: str, project_id: int, timezone: str) -> pa.Table:
+def _grouped(
+    cur: duckdb.DuckDBPyConnection, source: str, project_id: int, timezone: str, where: str = "TRUE"
+) -> pa.Table:
     day = _DAY.format(local=_local("e.timestamp", timezone))
     return cur.sql(
         f"""SELECT CAST({day} - DATE '1970-01-01' AS INTEGER) AS day, e.event, p.person_id
             FROM {source} e JOIN person_distinct_ids p
               ON p.project_id = ? AND p.distinct_id = e.distinct_id
+            WHERE {where}
             GROUP BY ALL ORDER BY day, e.event, p.person_id""",
         params=[project_id],
     ).to_arrow_table()
+
+
+BUILD_DAYS = 7
+"""A build reads this many days of events at a time, so memory stays bounded whatever the store's size."""
 
 
 def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
@@ -120,11 +128,26 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
         "INSERT INTO rollup_projects VALUES (?, ?, ?)",
         [project_id, timezone, datetime.now(UTC).replace(tzinfo=None)],
     )
-    cur.execute(
-        f"CREATE OR REPLACE TEMP VIEW rollup_source AS SELECT * FROM events WHERE project_id = {int(project_id)}"
-    )
-    written = _append(cur, project_id, _grouped(cur, "rollup_source", project_id, timezone))
-    cur.execute("DROP VIEW rollup_source")
+    lo, hi = cur.execute(
+        "SELECT min(timestamp), max(timestamp) FROM events WHERE project_id = ?", [project_id]
+    ).fetchall()[0]
+    if lo is None:
+        return 0
+    local_day = _DAY.format(local=_local("e.timestamp", timezone))
+    source = f"(SELECT * FROM events WHERE project_id = {int(project_id)})"
+    written = 0
+    # Local days in chunks; the UTC bounds are padded by a day on each side (no offset exceeds one day),
+    # and the local-day test keeps each event in exactly one chunk.
+    first = lo.date() - timedelta(days=1)
+    while first <= hi.date() + timedelta(days=1):
+        last = first + timedelta(days=BUILD_DAYS - 1)
+        where = (
+            f"e.timestamp >= TIMESTAMP '{first - timedelta(days=1)}' "
+            f"AND e.timestamp < TIMESTAMP '{last + timedelta(days=2)}' "
+            f"AND {local_day} BETWEEN DATE '{first}' AND DATE '{last}'"
+        )
+        written += _append(cur, project_id, _grouped(cur, source, project_id, timezone, where))
+        first = last + timedelta(days=1)
     return written
 
 
