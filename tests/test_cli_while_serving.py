@@ -22,6 +22,7 @@ from typing import Any
 import duckdb
 import httpx
 import pytest
+from pyroaring import BitMap
 from typer.testing import CliRunner
 
 from kpilot.cli.main import app
@@ -198,6 +199,16 @@ def test_reads_while_serving_match_reads_without_server(
     assert [type(v) for v in typed_served[0]] == [type(v) for v in typed_direct[0]]
 
 
+def _rollup_sets(store: EventStore) -> dict[tuple[Any, ...], list[int]]:
+    """The persons of each (project, day, event) rollup set, whatever delta rows hold them."""
+    sets: dict[tuple[Any, ...], BitMap] = {}
+    for pid, day, event, blob in store.fetchall(
+        "SELECT project_id, day, event, persons FROM rollup_persons WHERE project_id <> 2"
+    ):
+        sets.setdefault((pid, day, event), BitMap()).update(BitMap.deserialize(blob))
+    return {key: list(bm) for key, bm in sets.items()}
+
+
 def _table_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
     store = EventStore(home / "events.duckdb", read_only=True)
     try:
@@ -217,6 +228,8 @@ def _table_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
             ),
             "spend": store.fetchall("SELECT * FROM spend ORDER BY ALL"),
             "feedback": store.fetchall("SELECT * EXCLUDE (sentiment) FROM feedback_items ORDER BY ALL"),
+            "rollups": store.fetchall("SELECT project_id, timezone FROM rollup_projects ORDER BY ALL"),
+            "rollup_sets": _rollup_sets(store),
             "feedback_merges": store.fetchall(
                 "SELECT project_id, item_id, into_item_id FROM feedback_merges ORDER BY ALL"
             ),
@@ -316,6 +329,11 @@ def test_writes_while_serving_store_what_direct_writes_store(
     served_rows, direct_rows = _table_rows(served_home), _table_rows(direct_home)
     assert served_rows == direct_rows
     assert direct_rows["merges"] and direct_rows["props"] and direct_rows["feedback_merges"]
+    assert direct_rows["rollup_sets"] and [r[1] for r in direct_rows["rollups"]] == [
+        "UTC",
+        "UTC",
+        "Europe/Paris",
+    ]
     store = EventStore(served_home / "events.duckdb", read_only=True)
     assert store.fetchall("SELECT count(*) FROM events WHERE event = 'live'") == [(3,)]
     store.close()

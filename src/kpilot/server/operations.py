@@ -13,6 +13,8 @@ process, where the store's own write lock serialises it with the ingestion write
 * ``POST /api/projects/{name}/feedback/merge`` (``{"item", "into"}``) and ``.../feedback/status``
   (``{"item", "status"}``): the feature request pipeline.
 * ``POST /api/lake``: ``{"directory", "project"}``, ``kpilot export lake``; replies the lake manifest.
+* ``POST /api/rollups/{project_id}``: ``{"timezone"}``, ``EventStore.ensure_rollups`` (what opening a
+  workspace and creating a project do); replies ``{"built": bool}``.
 
 An error of the operation itself (a missing file, an unknown project...) is replied as
 ``{"error": {"code", "message", "exit_code"}}``: the CLI raises it again as the command would have without a
@@ -95,6 +97,23 @@ async def batch(project_id: int, request: Request, state: StateDep, _admin: Admi
 
     try:
         return JSONResponse(await _run(write))
+    except _OperationFailed as failed:
+        return error_reply(failed.error)
+
+
+class RollupRequest(BaseModel):
+    timezone: str
+
+
+@router.post("/rollups/{project_id}", response_class=Response)
+async def rollups(project_id: int, body: RollupRequest, state: StateDep, _admin: AdminDep) -> Response:
+    def run() -> dict[str, bool]:
+        if not any(p.id == project_id for p in state.ws.projects()):
+            raise NotFoundError(f"no project with id {project_id}")
+        return {"built": state.ws.store.ensure_rollups(project_id, body.timezone)}
+
+    try:
+        return JSONResponse(await _run(run))
     except _OperationFailed as failed:
         return error_reply(failed.error)
 

@@ -324,6 +324,13 @@ class RemoteStore:
         reply = json.loads(self._post(f"/api/batches/{project_id}", encode_batch(events, received_at)))
         return BatchResult(int(reply["received"]), int(reply["accepted"]), int(reply["deduplicated"]))
 
+    def ensure_rollups(self, project_id: int, timezone: str) -> bool:
+        """Have the server build ``project_id``'s rollup in ``timezone`` unless it has it (a project created
+        while serving gets its rollup, in the server's store, as it would without the server)."""
+        if self.read_only:
+            return False
+        return bool(self.call(f"/api/rollups/{project_id}", {"timezone": timezone})["built"])
+
     # ---- other operations ----------------------------------------------------------------------------
     def call(self, path: str, body: Any, translate: Callable[[str], str] | None = None) -> Any:
         """POST ``body`` as JSON to an admin endpoint; the decoded JSON reply. Errors are raised as
