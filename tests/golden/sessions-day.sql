@@ -11,13 +11,28 @@ WHERE e.project_id = 1
     SUM(brk) OVER (PARTITION BY person_id ORDER BY t
                    RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run_no
   FROM gapped
-), seg0 AS (
-  SELECT person_id, event, ts, bd, t, run_no,
-    MIN(t) OVER (PARTITION BY person_id, run_no) AS seg_start,
-    MAX(t) OVER (PARTITION BY person_id, run_no) AS run_end
-  FROM runs
+), sess AS (
+  SELECT person_id, MIN(bd) AS bd, arg_min(ts, t) AS start_ts,
+    MAX(t) - MIN(t) AS duration,
+    SUM(CASE WHEN event IN ('$pageview', '$screen') THEN 1 ELSE 0 END) AS pageviews,
+    SUM(CASE WHEN FALSE THEN 1 ELSE 0 END) AS key_hits
+  FROM runs GROUP BY person_id, run_no
+), scored AS (
+  SELECT person_id, bd, date_trunc('day', start_ts) AS bucket, duration, CASE WHEN duration > 10 OR key_hits > 0 OR pageviews >= 2 THEN 1 ELSE 0 END AS engaged
+  FROM sess
 )
-SELECT coalesce(max(floor((run_end - seg_start) / 86400)), 0) FROM seg0 WHERE run_end - seg_start > 86400
+SELECT 'b' AS lvl, bd, bucket, count(*) AS sessions, count(DISTINCT person_id) AS persons, avg(duration) AS avg_duration,
+  quantile_cont(duration, 0.5) AS median_duration, sum(engaged) AS engaged
+FROM scored GROUP BY bd, bucket
+UNION ALL
+SELECT 't' AS lvl, bd, NULL AS bucket, count(*) AS sessions, count(DISTINCT person_id) AS persons, avg(duration) AS avg_duration,
+  quantile_cont(duration, 0.5) AS median_duration, sum(engaged) AS engaged
+FROM scored GROUP BY bd
+UNION ALL
+SELECT 'x' AS lvl, NULL AS bd, NULL AS bucket,
+  coalesce(max(floor(duration / 86400)), 0) AS sessions, 0 AS persons,
+  NULL AS avg_duration, NULL AS median_duration, 0 AS engaged
+FROM sess WHERE duration > 86400
 ;
 
 WITH gapped AS (

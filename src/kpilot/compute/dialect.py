@@ -39,6 +39,7 @@ class Dialect(Protocol):
     def quantile(self, expr: str, q: float) -> str: ...
     def to_double(self, expr: str) -> str: ...
     def periods_between(self, unit: str, start: str, end: str) -> str: ...
+    def arg_min(self, value: str, key: str) -> str: ...
 
 
 class DuckDBDialect:
@@ -72,6 +73,9 @@ class DuckDBDialect:
 
     def to_double(self, expr: str) -> str:
         return f"TRY_CAST({expr} AS DOUBLE)"
+
+    def arg_min(self, value: str, key: str) -> str:
+        return f"arg_min({value}, {key})"
 
     def periods_between(self, unit: str, start: str, end: str) -> str:
         """Whole calendar ``unit``s from ``start`` to ``end``; both must already be truncated to ``unit``."""
@@ -121,6 +125,9 @@ class SparkDialect:
 
     def to_double(self, expr: str) -> str:
         return f"TRY_CAST({expr} AS DOUBLE)"
+
+    def arg_min(self, value: str, key: str) -> str:
+        return f"min_by({value}, {key})"
 
     def periods_between(self, unit: str, start: str, end: str) -> str:
         """Whole calendar ``unit``s from ``start`` to ``end`` (wall-clock, independent of the session zone)."""

@@ -26,6 +26,11 @@ The inactivity split is one LAG plus a running SUM. The ``max_hours`` cap is seq
 where the previous session began), so it is applied in passes: each pass cuts every over-long session once,
 at its first event more than ``max_hours`` after its start. Only runs longer than ``max_hours`` go through
 the passes, and a first query tells how many passes the data needs (usually none).
+
+Without a breakdown there is a faster plan (:func:`sessions_fast_sql`): sessions are the inactivity runs
+grouped directly (two window passes instead of four), and the same statement reports how many cap passes
+the data needs; only when that is more than none (activity with no pause long enough for over
+``max_hours``: rare) does the full plan run. So the usual cost is one statement.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from kpilot.compute.queries import breakdown as bdmod
 from kpilot.compute.spec import SessionsSpec
 from kpilot.errors import SpecError
 
-__all__ = ["MAX_CAP_PASSES", "cap_passes_sql", "run", "sessions_sql"]
+__all__ = ["MAX_CAP_PASSES", "cap_passes_sql", "run", "sessions_fast_sql", "sessions_sql"]
 
 MAX_CAP_PASSES = 200
 """Upper bound on ``max_hours`` passes; more means months of unbroken activity (usually a bot)."""
@@ -54,7 +59,7 @@ def _in_list(col: str, names: Sequence[str]) -> str:
     return f"{col} IN (" + ", ".join(lit(n) for n in sorted(set(names))) + ")" if names else "FALSE"
 
 
-def _runs_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None) -> str:
+def _runs_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None, seg0: bool = True) -> str:
     """CTEs ``runs`` (events numbered by inactivity run per person) and ``seg0`` (with run start and end)."""
     start, end = spec.local_bounds()
     source = ctx.events_source(
@@ -77,12 +82,16 @@ def _runs_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None) -> str:
         f"    SUM(brk) OVER (PARTITION BY person_id ORDER BY t\n"
         f"                   RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS run_no\n"
         f"  FROM gapped\n"
-        f"), seg0 AS (\n"
-        f"  SELECT {_COLS},\n"
-        f"    MIN(t) OVER (PARTITION BY person_id, run_no) AS seg_start,\n"
-        f"    MAX(t) OVER (PARTITION BY person_id, run_no) AS run_end\n"
-        f"  FROM runs\n"
-        f")"
+        + (
+            f"), seg0 AS (\n"
+            f"  SELECT {_COLS},\n"
+            f"    MIN(t) OVER (PARTITION BY person_id, run_no) AS seg_start,\n"
+            f"    MAX(t) OVER (PARTITION BY person_id, run_no) AS run_end\n"
+            f"  FROM runs\n"
+            if seg0
+            else ""
+        )
+        + ")"
     )
 
 
@@ -120,13 +129,6 @@ def sessions_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None, passes: 
             f"        FROM long{k - 1}) x\n"
             f")"
         )
-    engaged = (
-        f"CASE WHEN duration > {spec.engaged_seconds} OR key_hits > 0 OR pageviews >= 2 THEN 1 ELSE 0 END"
-    )
-    agg = (
-        f"count(*) AS sessions, count(DISTINCT person_id) AS persons, avg(duration) AS avg_duration,\n"
-        f"  {ctx.dialect.median('duration')} AS median_duration, sum(engaged) AS engaged"
-    )
     parts.append(
         f", cut AS (\n"
         f"  SELECT {_COLS}, seg_start FROM seg0 WHERE run_end - seg_start <= {cap}\n"
@@ -142,7 +144,21 @@ def sessions_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None, passes: 
         f"    MAX(t) - MIN(t) AS duration,\n"
         f"    SUM(CASE WHEN {_in_list('event', spec.pageview_events)} THEN 1 ELSE 0 END) AS pageviews,\n"
         f"    SUM(CASE WHEN {_in_list('event', spec.key_events)} THEN 1 ELSE 0 END) AS key_hits\n"
-        f"  FROM marked GROUP BY person_id, run_no, seg_start\n"
+        f"  FROM marked GROUP BY person_id, run_no, seg_start\n" + _scored_sql(ctx, spec)
+    )
+    return "\n".join(parts)
+
+
+def _scored_sql(ctx: QueryContext, spec: SessionsSpec) -> str:
+    """From CTE ``sess`` (one row per session) to the reported rows (continues a WITH list)."""
+    engaged = (
+        f"CASE WHEN duration > {spec.engaged_seconds} OR key_hits > 0 OR pageviews >= 2 THEN 1 ELSE 0 END"
+    )
+    agg = (
+        f"count(*) AS sessions, count(DISTINCT person_id) AS persons, avg(duration) AS avg_duration,\n"
+        f"  {ctx.dialect.median('duration')} AS median_duration, sum(engaged) AS engaged"
+    )
+    return (
         f"), scored AS (\n"
         f"  SELECT person_id, bd, {ctx.trunc(spec.interval, 'start_ts')} AS bucket, duration, {engaged} AS engaged\n"
         f"  FROM sess\n"
@@ -151,7 +167,28 @@ def sessions_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None, passes: 
         f"UNION ALL\n"
         f"SELECT 't' AS lvl, bd, NULL AS bucket, {agg}\nFROM scored GROUP BY bd"
     )
-    return "\n".join(parts)
+
+
+def sessions_fast_sql(ctx: QueryContext, spec: SessionsSpec) -> str:
+    """Like :func:`sessions_sql` without breakdown and with no cap pass, plus a row ``lvl`` ``'x'`` whose
+    ``sessions`` column is the number of ``max_hours`` passes the data needs (0: the other rows are final).
+
+    Each inactivity run is one session (true when no run is longer than ``max_hours``); its first event's
+    local time is the one at its smallest instant (events at the same instant share their local time).
+    """
+    cap = spec.max_hours * 3600
+    return (
+        _runs_sql(ctx, spec, None, seg0=False) + f", sess AS (\n"
+        f"  SELECT person_id, MIN(bd) AS bd, {ctx.dialect.arg_min('ts', 't')} AS start_ts,\n"
+        f"    MAX(t) - MIN(t) AS duration,\n"
+        f"    SUM(CASE WHEN {_in_list('event', spec.pageview_events)} THEN 1 ELSE 0 END) AS pageviews,\n"
+        f"    SUM(CASE WHEN {_in_list('event', spec.key_events)} THEN 1 ELSE 0 END) AS key_hits\n"
+        f"  FROM runs GROUP BY person_id, run_no\n" + _scored_sql(ctx, spec) + f"\nUNION ALL\n"
+        f"SELECT 'x' AS lvl, NULL AS bd, NULL AS bucket,\n"
+        f"  coalesce(max(floor(duration / {cap})), 0) AS sessions, 0 AS persons,\n"
+        f"  NULL AS avg_duration, NULL AS median_duration, 0 AS engaged\n"
+        f"FROM sess WHERE duration > {cap}"
+    )
 
 
 def _round(value: Any) -> float | None:
@@ -180,7 +217,12 @@ EMPTY = summary(0, 0, None, None, 0)
 def run(engine: Any, ctx: QueryContext, spec: SessionsSpec) -> dict[str, Any]:
     start, end = spec.local_bounds()
     bd_expr, top = bdmod.resolve(engine, ctx, spec.breakdown, start, end, None, spec.filters)
-    passes = int(engine.fetchall(cap_passes_sql(ctx, spec))[0][0] or 0)
+    rows: list[Any] | None = None
+    if bd_expr is None:
+        rows = engine.fetchall(sessions_fast_sql(ctx, spec))
+        passes = next((int(r[3] or 0) for r in rows if r[0] == "x"), 0)
+    else:
+        passes = int(engine.fetchall(cap_passes_sql(ctx, spec))[0][0] or 0)
     if passes > MAX_CAP_PASSES:
         raise SpecError(
             f"a person has an unbroken run of activity over {passes} x {spec.max_hours} h long; splitting it "
@@ -191,9 +233,11 @@ def run(engine: Any, ctx: QueryContext, spec: SessionsSpec) -> dict[str, Any]:
     labels = buckets(start, end, spec.interval, ctx.week_start)
     per_bucket: dict[str, dict[datetime, dict[str, Any]]] = defaultdict(dict)
     totals: dict[str, dict[str, Any]] = {}
-    for lvl, bd_value, bucket, n, persons, avg, median, engaged in engine.fetchall(
-        sessions_sql(ctx, spec, bd_expr, passes)
-    ):
+    if rows is None or passes:
+        rows = engine.fetchall(sessions_sql(ctx, spec, bd_expr, passes))
+    for lvl, bd_value, bucket, n, persons, avg, median, engaged in rows:
+        if lvl == "x":
+            continue
         fields = summary(int(n), int(persons), avg, median, int(engaged))
         if lvl == "t":
             totals[str(bd_value)] = fields
