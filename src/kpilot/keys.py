@@ -1,9 +1,17 @@
-"""Project write keys for ingestion, and the ingestion warnings log; both live in the metadata database.
+"""Project keys (write keys for ingestion, secret keys for the REST API) and the ingestion warnings log;
+both live in the metadata database.
 
-A write key is ``kp_`` followed by 32 random URL-safe characters (192 bits). Only its SHA-256 is stored:
-the key is high-entropy, so a plain hash cannot be reversed by guessing, and the clear text is shown once,
-at creation. A key belongs to exactly one project; the server derives the target project from the key
-alone, so a key of one project can never write into another.
+Two kinds of key, both belonging to exactly one project:
+
+* a **write key** (``kp_`` + 32 random URL-safe characters, 192 bits) is public: tracking clients embed it
+  in web pages and apps, and it can only send events. The server derives the target project from the key
+  alone, so a key of one project can never write into another.
+* a **secret key** (``kpsk_`` + 43 random URL-safe characters, 256 bits) is for server-to-server calls of
+  the REST API (imports of billing and other business data); it must stay on servers. A secret key is not
+  a write key: the ingestion endpoints refuse it, so it is never tempting to ship it to a browser.
+
+Only the SHA-256 of a key is stored: the key is high-entropy, so a plain hash cannot be reversed by guessing,
+and the clear text is shown once, at creation.
 
 These functions need only the metadata database, never the event store: the CLI can manage keys and read
 warnings while ``kpilot serve`` holds the DuckDB file.
@@ -16,6 +24,7 @@ import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 
 from sqlalchemy import delete, func, select
@@ -26,7 +35,9 @@ from kpilot.meta.models import ApiKey, IngestionWarning, Project, utcnow
 
 __all__ = [
     "KEY_PREFIX",
+    "SECRET_KEY_PREFIX",
     "KeyInfo",
+    "KeyKind",
     "KeyOwner",
     "NewKey",
     "WarningInfo",
@@ -43,8 +54,22 @@ __all__ = [
 ]
 
 KEY_PREFIX = "kp_"
-_SHOWN = 10
-"""How many leading characters of a key are kept in clear to recognise it in listings (``kp_`` + 7)."""
+"""Start of a write key."""
+SECRET_KEY_PREFIX = "kpsk_"
+"""Start of a secret key."""
+_SHOWN_RANDOM = 7
+"""How many random characters after the kind's prefix are kept in clear to recognise a key in listings."""
+
+
+class KeyKind(StrEnum):
+    WRITE = "write"
+    """Public: sends events to the ingestion endpoints, nothing else."""
+    SECRET = "secret"
+    """Server-to-server: calls the REST API (imports); never accepted for ingestion."""
+
+
+_PREFIXES = {KeyKind.WRITE: KEY_PREFIX, KeyKind.SECRET: SECRET_KEY_PREFIX}
+_RANDOM_BYTES = {KeyKind.WRITE: 24, KeyKind.SECRET: 32}
 MAX_WARNINGS_PER_PROJECT = 100_000
 """The warnings log keeps at most this many rows per project; older ones are pruned."""
 
@@ -57,11 +82,13 @@ class KeyInfo:
     name: str
     created_at: datetime
     revoked_at: datetime | None
+    kind: KeyKind = KeyKind.WRITE
 
     def as_dict(self) -> dict[str, object]:
         return {
             "id": self.id,
             "project": self.project,
+            "kind": self.kind.value,
             "prefix": self.prefix,
             "name": self.name,
             "created_at": self.created_at.isoformat(),
@@ -82,6 +109,7 @@ class KeyOwner:
 
     key_id: int
     project_id: int
+    kind: KeyKind = KeyKind.WRITE
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,9 +185,17 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
 
 
-def create_key(meta: MetadataDB, project: Project, name: str = "") -> NewKey:
-    key = KEY_PREFIX + secrets.token_urlsafe(24)
-    row = ApiKey(project_id=project.id, key_hash=hash_key(key), prefix=key[:_SHOWN], name=name)
+def create_key(meta: MetadataDB, project: Project, name: str = "", kind: KeyKind = KeyKind.WRITE) -> NewKey:
+    kind = KeyKind(kind)
+    start = _PREFIXES[kind]
+    key = start + secrets.token_urlsafe(_RANDOM_BYTES[kind])
+    row = ApiKey(
+        project_id=project.id,
+        kind=kind.value,
+        key_hash=hash_key(key),
+        prefix=key[: len(start) + _SHOWN_RANDOM],
+        name=name,
+    )
     with meta.session() as s:
         s.add(row)
         s.commit()
@@ -181,7 +217,8 @@ def revoke_key(meta: MetadataDB, project: Project, ref: str) -> KeyInfo:
         matches = [
             k
             for k in keys
-            if ref in (str(k.id), k.prefix) or (ref.startswith(KEY_PREFIX) and hash_key(ref) == k.key_hash)
+            if ref in (str(k.id), k.prefix)
+            or (ref.startswith(tuple(_PREFIXES.values())) and hash_key(ref) == k.key_hash)
         ]
         if not matches:
             raise NotFoundError(f"project {project.name!r} has no key {ref!r} (see `kpilot keys list`)")
@@ -194,17 +231,19 @@ def revoke_key(meta: MetadataDB, project: Project, ref: str) -> KeyInfo:
         return _key_info(key, project.name)
 
 
-def resolve_key(meta: MetadataDB, key: str) -> KeyOwner | None:
-    """The owner of an active key, or None for an unknown or revoked one."""
+def resolve_key(meta: MetadataDB, key: str, kind: KeyKind | None = KeyKind.WRITE) -> KeyOwner | None:
+    """The owner of an active key of ``kind`` (any kind when None), or None for an unknown or revoked key
+    or one of another kind. The default, write keys only, is what the ingestion endpoints accept."""
     if not key or len(key) > 200:
         return None
+    query = select(ApiKey.id, ApiKey.project_id, ApiKey.kind).where(
+        ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
+    )
+    if kind is not None:
+        query = query.where(ApiKey.kind == KeyKind(kind).value)
     with meta.session() as s:
-        row = s.execute(
-            select(ApiKey.id, ApiKey.project_id).where(
-                ApiKey.key_hash == hash_key(key), ApiKey.revoked_at.is_(None)
-            )
-        ).first()
-    return KeyOwner(row[0], row[1]) if row else None
+        row = s.execute(query).first()
+    return KeyOwner(row[0], row[1], KeyKind(row[2])) if row else None
 
 
 def record_warnings(meta: MetadataDB, rows: Sequence[WarningRow]) -> None:
@@ -257,4 +296,4 @@ def list_warnings(meta: MetadataDB, project: Project | None = None, limit: int =
 
 
 def _key_info(k: ApiKey, project: str) -> KeyInfo:
-    return KeyInfo(k.id, project, k.prefix, k.name, k.created_at, k.revoked_at)
+    return KeyInfo(k.id, project, k.prefix, k.name, k.created_at, k.revoked_at, KeyKind(k.kind))

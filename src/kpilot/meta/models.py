@@ -59,12 +59,14 @@ class ImportRejection(Base):
 
 
 class ApiKey(Base):
-    """A project's public write key for ingestion. Only the SHA-256 of the key is stored."""
+    """A project key; only its SHA-256 is stored. ``kind``: ``write`` (the public key tracking clients send
+    events with) or ``secret`` (server-to-server REST calls such as imports)."""
 
     __tablename__ = "api_keys"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"), index=True)
+    kind: Mapped[str] = mapped_column(String(16), default="write", server_default="write")
     key_hash: Mapped[str] = mapped_column(String(64), unique=True)
     prefix: Mapped[str] = mapped_column(String(16))
     name: Mapped[str] = mapped_column(String(200), default="")
