@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from kpilot import __version__
-from kpilot.server import health, operations, posthog, query, segment, sql
+from kpilot.server import health, imports_api, operations, posthog, query, segment, sql
 from kpilot.server.cors import IngestionCORS
 from kpilot.server.deps import KeyCache, ServerState
 from kpilot.server.discovery import ServerInfo, remove_server_file, write_server_file
@@ -71,7 +71,10 @@ def create_app(
     app = FastAPI(
         title="kpilot",
         version=__version__,
-        description="Ingestion endpoints for Segment- and PostHog-compatible clients, and the local API.",
+        description=(
+            "Ingestion endpoints for Segment- and PostHog-compatible clients (write keys), the REST import "
+            "API (secret keys), and the local API."
+        ),
         lifespan=lifespan,
         redirect_slashes=False,
     )
@@ -81,6 +84,7 @@ def create_app(
     app.include_router(query.router)
     app.include_router(sql.router)
     app.include_router(operations.router)
+    app.include_router(imports_api.router)
     _install_error_handlers(app)
     app.add_middleware(IngestionCORS)
     return app

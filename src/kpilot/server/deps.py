@@ -10,23 +10,29 @@ import time
 from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends, Path, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from kpilot.keys import KeyOwner, resolve_key
+from kpilot.keys import KeyKind, KeyOwner, resolve_key
 from kpilot.server.errors import IngestError
 from kpilot.server.settings import ServerSettings
 from kpilot.server.writer import GroupCommitWriter
-from kpilot.workspace import Workspace
+from kpilot.workspace import ProjectInfo, Workspace
 
 __all__ = [
+    "SECRET_KEY_REFUSED",
     "AdminDep",
     "KeyCache",
+    "SecretKeyDep",
+    "SecretProjectDep",
     "ServerState",
     "SettingsDep",
     "StateDep",
     "WriterDep",
     "basic_auth_user",
     "get_state",
+    "secret_key_owner",
+    "secret_key_project",
 ]
 
 
@@ -116,3 +122,57 @@ def basic_auth_user(request: Request) -> str | None:
     except (binascii.Error, ValueError) as exc:
         raise IngestError(401, "invalid_api_key", "malformed Basic authorization header") from exc
     return decoded.split(":", 1)[0]
+
+
+SECRET_KEY_REFUSED = "the secret key is unknown, revoked or not valid for this project"
+"""The one reply to a key that cannot act on the requested project, whether the project exists or not."""
+
+_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="SecretKey",
+    description="A project's secret key (`kpilot keys create --kind secret`): `Authorization: Bearer kpsk_...`",
+)
+
+
+def secret_key_owner(
+    state: StateDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+) -> KeyOwner:
+    """The owner of the request's secret key (``Authorization: Bearer``); 401 ``invalid_api_key`` otherwise.
+
+    Looked up on every request, not cached: a revoked secret key is refused at once. Write keys are refused
+    too (they are public); whether the key may act on the project in the path is the route's check.
+    """
+    key = credentials.credentials.strip() if credentials is not None else ""
+    if not key:
+        raise IngestError(401, "invalid_api_key", "no API key: send `Authorization: Bearer <secret key>`")
+    owner = resolve_key(state.ws.meta, key, kind=None)
+    if owner is not None and owner.kind is KeyKind.WRITE:
+        raise IngestError(
+            401,
+            "invalid_api_key",
+            "a write key can only send events: this API needs a secret key of the project "
+            "(`kpilot keys create --kind secret`)",
+        )
+    if owner is None:
+        raise IngestError(401, "invalid_api_key", SECRET_KEY_REFUSED)
+    return owner
+
+
+SecretKeyDep = Annotated[KeyOwner, Depends(secret_key_owner)]
+
+
+def secret_key_project(
+    project: Annotated[str, Path(description="Project name; it must be the secret key's project")],
+    owner: SecretKeyDep,
+    state: StateDep,
+) -> ProjectInfo:
+    """The project named in the path (``{project}``), if the request's secret key belongs to it; else 401
+    with the same reply as an unknown key, so a key of another project learns nothing about the name."""
+    for p in state.ws.projects():
+        if p.id == owner.project_id and p.name == project:
+            return p
+    raise IngestError(401, "invalid_api_key", SECRET_KEY_REFUSED)
+
+
+SecretProjectDep = Annotated[ProjectInfo, Depends(secret_key_project)]
+"""For routes with a ``{project}`` path parameter, called with a project's secret key."""

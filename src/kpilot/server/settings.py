@@ -36,6 +36,11 @@ class ServerSettings(BaseSettings):
     queue_max_events: int = Field(
         default=200_000, ge=1, description="Beyond this many events waiting for the writer, reply 503"
     )
+    import_max_request_bytes: int = Field(
+        default=1024 * 1024 * 1024,
+        ge=1,
+        description="Largest file accepted by the REST import API (413 beyond), compressed and decompressed",
+    )
     key_cache_seconds: float = Field(
         default=2.0, ge=0, description="How long a key lookup is cached (a revocation takes this long)"
     )
