@@ -2,21 +2,33 @@
 
 Each batch of rows is one store transaction, so an interrupted import leaves only whole batches behind,
 and re-running it adds nothing (events are deduplicated on messageId/uuid).
+
+Rows are normalised in two ways with the same result: the columnar fast path
+(:mod:`kpilot.collect.columnar`) takes whole chunks of simple rows at once, and every other row goes through
+:func:`kpilot.collect.normalize.normalize` one by one. Both feed the same batches, in file order.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
 
 from kpilot.collect.normalize import Normalized, RowError, normalize
 from kpilot.collect.readers import ParseFailure, detect_format, read_rows
 from kpilot.meta.models import ImportRejection, ImportRun
 from kpilot.workspace import ProjectInfo, Workspace
 
-__all__ = ["MAX_STORED_REJECTIONS", "ImportReport", "Rejection", "import_events"]
+__all__ = ["COLUMNAR_ENV", "MAX_STORED_REJECTIONS", "ImportReport", "Rejection", "import_events"]
+
+COLUMNAR_ENV = "KPILOT_IMPORT_COLUMNAR"
+"""Set to 0 to normalise every row one by one (the columnar fast path is on otherwise)."""
 
 MAX_STORED_REJECTIONS = 10_000
 """Per run, at most this many rejected rows are kept with their reason (all are counted)."""
@@ -59,15 +71,26 @@ def import_events(
     fmt: str | None = None,
     batch_rows: int = 200_000,
     progress: Callable[[Path, int, int], None] | None = None,
+    columnar: bool | None = None,
 ) -> ImportReport:
-    """Import ``paths`` into ``project``. ``progress(path, bytes_done, bytes_total)`` is called per batch."""
+    """Import ``paths`` into ``project``. ``progress(path, bytes_done, bytes_total)`` is called per batch.
+
+    ``columnar`` chooses the columnar fast path for simple rows (default: on unless ``KPILOT_IMPORT_COLUMNAR``
+    is 0); the stored events, persons, rejections and counts are the same either way. It needs the event
+    store itself (not a server's), otherwise every row is normalised one by one.
+    """
+    if columnar is None:
+        columnar = os.environ.get(COLUMNAR_ENV, "1").strip() not in ("0", "false", "no", "off")
+    from kpilot.store.duckdb_store import EventStore
+
+    columnar = columnar and isinstance(ws.store, EventStore)
     report = ImportReport()
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
         file_format = detect_format(path, fmt)
         report.files.append(str(path))
-        _import_file(ws, project, path, file_format, batch_rows, report, progress)
+        _import_file(ws, project, path, file_format, batch_rows, report, progress, columnar)
     return report
 
 
@@ -79,6 +102,7 @@ def _import_file(
     batch_rows: int,
     report: ImportReport,
     progress: Callable[[Path, int, int], None] | None,
+    columnar: bool = False,
 ) -> None:
     total = path.stat().st_size
     with ws.meta.session() as s:
@@ -90,6 +114,13 @@ def _import_file(
     pending_rejections: list[ImportRejection] = []
     stats = {"read": 0, "imported": 0, "dedup": 0, "rejected": 0}
     status = "failed"
+    if columnar:
+        try:
+            _import_columnar(ws, project, path, fmt, batch_rows, report, progress, run_id, stats)
+            status = "done"
+        finally:
+            _finish_run(ws, run_id, report, stats, status)
+        return
 
     def flush(done: int) -> None:
         if batch:
@@ -124,20 +155,189 @@ def _import_file(
         flush(total)
         status = "done"
     finally:
-        report.rows_read += stats["read"]
-        report.imported += stats["imported"]
-        report.deduplicated += stats["dedup"]
-        report.rejected += stats["rejected"]
-        with ws.meta.session() as s:
-            run_row = s.get(ImportRun, run_id)
-            if run_row is not None:
-                run_row.status = status if status == "done" else "interrupted"
-                run_row.finished_at = datetime.now(UTC).replace(tzinfo=None)
-                run_row.rows_read = stats["read"]
-                run_row.rows_imported = stats["imported"]
-                run_row.rows_deduplicated = stats["dedup"]
-                run_row.rows_rejected = stats["rejected"]
+        _finish_run(ws, run_id, report, stats, status)
+
+
+def _finish_run(ws: Workspace, run_id: int, report: ImportReport, stats: dict[str, int], status: str) -> None:
+    report.rows_read += stats["read"]
+    report.imported += stats["imported"]
+    report.deduplicated += stats["dedup"]
+    report.rejected += stats["rejected"]
+    with ws.meta.session() as s:
+        run_row = s.get(ImportRun, run_id)
+        if run_row is not None:
+            run_row.status = status if status == "done" else "interrupted"
+            run_row.finished_at = datetime.now(UTC).replace(tzinfo=None)
+            run_row.rows_read = stats["read"]
+            run_row.rows_imported = stats["imported"]
+            run_row.rows_deduplicated = stats["dedup"]
+            run_row.rows_rejected = stats["rejected"]
+            s.commit()
+
+
+# ---- the columnar path --------------------------------------------------------------------------------------
+_EVENT_SCHEMA = pa.schema(
+    [
+        ("uuid", pa.string()),
+        ("event", pa.string()),
+        ("distinct_id", pa.string()),
+        ("timestamp", pa.timestamp("us")),
+        ("properties", pa.string()),
+    ]
+)
+PropRow = tuple[str, str, str | None, datetime, bool]
+
+
+class _Batches:
+    """Accepted rows in file order, cut into store batches of exactly ``batch_rows`` rows (as the per-row path
+    cuts them), each written with the merges and person properties of its rows in one ``write_arrow``.
+
+    Rows are numbered by their place among the file's accepted rows; a rejection is stored with the batch
+    written right after it, as the per-row path does.
+    """
+
+    def __init__(
+        self,
+        ws: Workspace,
+        project: ProjectInfo,
+        path: Path,
+        batch_rows: int,
+        report: ImportReport,
+        run_id: int,
+        stats: dict[str, int],
+        progress: Callable[[Path, int, int], None] | None,
+    ) -> None:
+        self.ws, self.project, self.path = ws, project, path
+        self.size = max(batch_rows, 1)
+        self.report, self.run_id, self.stats, self.progress = report, run_id, stats, progress
+        self.tables: list[pa.Table] = []
+        self.pending = 0  # accepted rows not yet written
+        self.written = 0  # accepted rows written (the number of the first pending row)
+        self.merges: list[tuple[int, tuple[str, str]]] = []
+        self.props: list[tuple[int, PropRow]] = []
+        self.rejections: list[tuple[int, ImportRejection]] = []
+
+    def reject(self, accepted_before: int, line: int, reason: str, row: object) -> None:
+        self.stats["rejected"] += 1
+        rej = Rejection(str(self.path), line, reason)
+        if len(self.report.rejections) < MAX_STORED_REJECTIONS:
+            self.report.rejections.append(rej)
+            self.rejections.append((accepted_before, _rejection_row(self.run_id, self.project.id, rej, row)))
+
+    def add(self, table: pa.Table, side: list[tuple[int, Normalized]]) -> None:
+        """Append accepted rows (``side``: the per-row events among them, by their number)."""
+        from kpilot.store.duckdb_store import _prop_text
+
+        for seq, e in side:
+            self.merges.extend((seq, m) for m in e.merges)
+            for key, value in e.set_props.items():
+                self.props.append((seq, (e.distinct_id, str(key), _prop_text(value), e.timestamp, False)))
+            for key, value in e.set_once_props.items():
+                self.props.append((seq, (e.distinct_id, str(key), _prop_text(value), e.timestamp, True)))
+        if table.num_rows:
+            self.tables.append(table)
+            self.pending += table.num_rows
+
+    @property
+    def accepted(self) -> int:
+        return self.written + self.pending
+
+    def write_full(self, done: int) -> None:
+        while self.pending >= self.size:
+            self._write(self.size, done, last=False)
+
+    def finish(self, total: int) -> None:
+        self._write(self.pending, total, last=True)
+
+    def _write(self, count: int, done: int, *, last: bool) -> None:
+        end = self.written + count
+        if count:
+            table = pa.concat_tables(self.tables) if len(self.tables) > 1 else self.tables[0]
+            batch, rest = table.slice(0, count), table.slice(count)
+            self.tables = [rest] if rest.num_rows else []
+            now = datetime.now(UTC).replace(tzinfo=None)
+            batch = batch.append_column(
+                "received_at", pa.array(np.full(count, np.datetime64(now, "us")), pa.timestamp("us"))
+            )
+            merges = [m for seq, m in self.merges if seq < end]
+            props = [p for seq, p in self.props if seq < end]
+            result = self.ws.store.write_arrow(self.project.id, batch, merges, props)
+            self.stats["imported"] += result.accepted
+            self.stats["dedup"] += result.deduplicated
+            self.merges = [x for x in self.merges if x[0] >= end]
+            self.props = [x for x in self.props if x[0] >= end]
+            self.pending -= count
+            self.written = end
+        stored = [r for before, r in self.rejections if last or before < end]
+        if stored:
+            with self.ws.meta.session() as s:
+                s.add_all(stored)
                 s.commit()
+            self.rejections = [x for x in self.rejections if not (last or x[0] < end)]
+        if self.progress is not None:
+            self.progress(self.path, done, self.path.stat().st_size)
+
+
+def _import_columnar(
+    ws: Workspace,
+    project: ProjectInfo,
+    path: Path,
+    fmt: str,
+    batch_rows: int,
+    report: ImportReport,
+    progress: Callable[[Path, int, int], None] | None,
+    run_id: int,
+    stats: dict[str, int],
+) -> None:
+    from kpilot.collect import columnar
+
+    total = path.stat().st_size
+    out = _Batches(ws, project, path, batch_rows, report, run_id, stats, progress)
+    for chunk in columnar.read_chunks(path, fmt):
+        if not chunk.n:
+            continue
+        stats["read"] += chunk.n
+        plan = columnar.plan_chunk(chunk)
+        fast_rows = np.flatnonzero(plan.fast)
+        slow_rows = np.flatnonzero(~plan.fast)
+        events: list[tuple[int, Normalized]] = []
+        failures: list[tuple[int, str, Any]] = []
+        for pos, row in zip(slow_rows.tolist(), chunk.slow_rows(slow_rows), strict=True):
+            try:
+                if isinstance(row, ParseFailure):
+                    raise RowError(row.reason)
+                events.append((pos, normalize(row)))
+            except RowError as exc:
+                failures.append((pos, str(exc), row))
+        # Accepted rows in file order: the fast rows' table and the per-row events interleaved by position.
+        slow_pos = np.array([p for p, _ in events], np.int64)
+        accepted = np.concatenate([fast_rows, slow_pos])
+        order = np.argsort(accepted, kind="stable")
+        base = out.accepted
+        if failures:
+            ordered = accepted[order]
+            for pos, reason, row in failures:
+                before = base + int(np.searchsorted(ordered, pos))
+                out.reject(before, int(chunk.lines[pos]), reason, row)
+        slow_table = pa.Table.from_pydict(
+            {
+                "uuid": [e.uuid for _, e in events],
+                "event": [e.event for _, e in events],
+                "distinct_id": [e.distinct_id for _, e in events],
+                "timestamp": [e.timestamp for _, e in events],
+                "properties": [e.properties_json() for _, e in events],
+            },
+            schema=_EVENT_SCHEMA,
+        )
+        table = pa.concat_tables([plan.table.cast(_EVENT_SCHEMA), slow_table])
+        if len(events) and len(fast_rows):
+            table = table.take(pa.array(order))
+        rank = np.empty(len(accepted), np.int64)
+        rank[order] = np.arange(len(accepted))
+        side = [(base + int(rank[len(fast_rows) + i]), e) for i, (_, e) in enumerate(events)]
+        out.add(table, side)
+        out.write_full(chunk.done_bytes)
+    out.finish(total)
 
 
 def _rejection_row(run_id: int, project_id: int, rej: Rejection, row: object) -> ImportRejection:

@@ -15,7 +15,16 @@ from typing import Any
 
 import orjson
 
-__all__ = ["FORMATS", "ParseFailure", "detect_format", "read_rows"]
+__all__ = [
+    "FORMATS",
+    "ParseFailure",
+    "csv_row",
+    "detect_format",
+    "jsonl_row",
+    "open_binary",
+    "parquet_row",
+    "read_rows",
+]
 
 FORMATS = ("jsonl", "csv", "parquet")
 _NESTED = ("properties", "context", "traits", "$set", "$set_once", "integrations")
@@ -58,7 +67,8 @@ def read_rows(path: Path, fmt: str) -> Iterator[tuple[int, dict[str, Any] | Pars
         raise ValueError(f"unknown format {fmt!r}")
 
 
-def _open(path: Path) -> Any:
+def open_binary(path: Path) -> Any:
+    """The file's bytes (decompressed when it ends in ``.gz``)."""
     if path.suffix.lower() == ".gz":
         import gzip
 
@@ -68,26 +78,29 @@ def _open(path: Path) -> Any:
 
 def _jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | ParseFailure, int]]:
     consumed = 0
-    with _open(path) as fh:
+    with open_binary(path) as fh:
         for line_no, raw in enumerate(fh, start=1):
             consumed += len(raw)
             if not raw.strip():
                 continue
-            try:
-                value = orjson.loads(raw)
-            except orjson.JSONDecodeError as exc:
-                yield line_no, ParseFailure(f"invalid JSON: {exc}"), consumed
-                continue
-            if not isinstance(value, dict):
-                yield line_no, ParseFailure(f"expected a JSON object, got {type(value).__name__}"), consumed
-                continue
-            yield line_no, value, consumed
+            yield line_no, jsonl_row(raw), consumed
+
+
+def jsonl_row(raw: bytes) -> dict[str, Any] | ParseFailure:
+    """One non-blank JSONL line as the row it holds."""
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        return ParseFailure(f"invalid JSON: {exc}")
+    if not isinstance(value, dict):
+        return ParseFailure(f"expected a JSON object, got {type(value).__name__}")
+    return value
 
 
 def _csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | ParseFailure, int]]:
     import io
 
-    with _open(path) as raw:
+    with open_binary(path) as raw:
         text = io.TextIOWrapper(raw, encoding="utf-8", newline="")
         reader = csv.DictReader(text)
         header = reader.fieldnames or []
@@ -96,13 +109,17 @@ def _csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | ParseFailure, int]]
         consumed = 0
         for record in reader:
             consumed = raw.tell() if hasattr(raw, "tell") else 0
-            if None in record:
-                yield reader.line_num, ParseFailure("row has more fields than the header"), consumed
-                continue
-            try:
-                yield reader.line_num, _unflatten(record), consumed
-            except ValueError as exc:
-                yield reader.line_num, ParseFailure(str(exc)), consumed
+            yield reader.line_num, csv_row(record), consumed
+
+
+def csv_row(record: dict[Any, Any]) -> dict[str, Any] | ParseFailure:
+    """One :class:`csv.DictReader` record (extra fields under the key None) as the row it holds."""
+    if None in record:
+        return ParseFailure("row has more fields than the header")
+    try:
+        return _unflatten(record)
+    except ValueError as exc:
+        return ParseFailure(str(exc))
 
 
 def _unflatten(record: dict[str, str | None]) -> dict[str, Any]:
@@ -153,8 +170,13 @@ def _parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | ParseFailure, i
     for batch in pf.iter_batches(batch_size=65_536):
         for record in batch.to_pylist():
             row_no += 1
-            clean = {k: v for k, v in record.items() if v is not None}
-            for key in _NESTED:
-                if isinstance(clean.get(key), list):  # map columns arrive as key/value pairs
-                    clean[key] = dict(clean[key])
-            yield row_no, clean, int(size * row_no / total_rows)
+            yield row_no, parquet_row(record), int(size * row_no / total_rows)
+
+
+def parquet_row(record: dict[str, Any]) -> dict[str, Any]:
+    """One Parquet record (``to_pylist``) as a row: nulls are absent, map columns become objects."""
+    clean = {k: v for k, v in record.items() if v is not None}
+    for key in _NESTED:
+        if isinstance(clean.get(key), list):  # map columns arrive as key/value pairs
+            clean[key] = dict(clean[key])
+    return clean
