@@ -83,14 +83,22 @@ class GammaGamma:
         return np.where(x > 0, cond, population)
 
 
+_PENALTY = 1e100
+"""Negative log-likelihood given to parameters where the likelihood is not a finite number."""
+
+
 def _bgnbd_ll(params: Array, x: Array, t_x: Array, T: Array, w: Array) -> float:
-    r, alpha, a, b = np.exp(params)
-    a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
-    a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
-    a3 = -(r + x) * np.log(alpha + T)
-    xs = np.maximum(x, 1)
-    a4 = np.where(x > 0, np.log(a) - np.log(b + xs - 1) - (r + x) * np.log(alpha + t_x), -np.inf)
-    return float(np.sum(w * (a1 + a2 + np.logaddexp(a3, a4))))
+    # The optimiser may try parameters whose exp() under- or overflows: such a point gets a hugely negative
+    # (finite, so the optimiser's own arithmetic stays finite) score instead of raising numpy warnings.
+    with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+        r, alpha, a, b = np.exp(params)
+        a1 = gammaln(r + x) - gammaln(r) + r * np.log(alpha)
+        a2 = gammaln(a + b) + gammaln(b + x) - gammaln(b) - gammaln(a + b + x)
+        a3 = -(r + x) * np.log(alpha + T)
+        xs = np.maximum(x, 1)
+        a4 = np.where(x > 0, np.log(a) - np.log(b + xs - 1) - (r + x) * np.log(alpha + t_x), -np.inf)
+        ll = float(np.sum(w * (a1 + a2 + np.logaddexp(a3, a4))))
+    return ll if np.isfinite(ll) else -_PENALTY
 
 
 def _compress(*cols: Sequence[float] | Array) -> tuple[list[Array], Array]:
@@ -134,12 +142,14 @@ def fit_gamma_gamma(x: Sequence[float] | Array, m: Sequence[float] | Array) -> G
         raise KpilotError("Gamma-Gamma needs at least two customers with repeat purchases")
 
     def nll(params: Array) -> float:
-        p, q, g = np.exp(params)
-        ll = (
-            gammaln(p * xa + q) - gammaln(p * xa) - gammaln(q) + q * np.log(g)
-            + (p * xa - 1) * np.log(ma) + p * xa * np.log(xa) - (p * xa + q) * np.log(g + ma * xa)
-        )  # fmt: skip
-        return -float(np.sum(ll))
+        with np.errstate(divide="ignore", over="ignore", under="ignore", invalid="ignore"):
+            p, q, g = np.exp(params)
+            ll = (
+                gammaln(p * xa + q) - gammaln(p * xa) - gammaln(q) + q * np.log(g)
+                + (p * xa - 1) * np.log(ma) + p * xa * np.log(xa) - (p * xa + q) * np.log(g + ma * xa)
+            )  # fmt: skip
+            total = -float(np.sum(ll))
+        return total if np.isfinite(total) else _PENALTY
 
     res = minimize(
         nll,
