@@ -172,6 +172,7 @@ class EventStore:
                 [project_id],
             )
             self._maintain_rollups(cur, project_id, remap)
+            cur.execute("DROP TABLE IF EXISTS batch_persons")
             cur.register("batch_all", table.select(["event", "timestamp"]))
             cur.execute(
                 """INSERT INTO ingest_stats
@@ -274,13 +275,31 @@ class EventStore:
                     )
                     cur.execute("INSERT INTO person_merges VALUES (?, ?, ?, ?)", [project_id, old, new, now])
                     remap[int(old)] = int(new)
-        else:
+            # the batch's ids and their (final) persons, for the rollups
             cur.execute(
-                """INSERT INTO person_distinct_ids
-                   SELECT ?, b.distinct_id, ? + row_number() OVER (ORDER BY b.distinct_id) - 1
-                   FROM batch_ids b ANTI JOIN (SELECT distinct_id FROM person_distinct_ids WHERE project_id = ?) p
+                """CREATE OR REPLACE TEMP TABLE batch_persons AS
+                   SELECT p.distinct_id, p.person_id FROM person_distinct_ids p
+                   SEMI JOIN batch_ids b USING (distinct_id) WHERE p.project_id = ?""",
+                [project_id],
+            )
+        else:
+            # One pass over the project's ids: known ones keep their person; new ones get the next ids in
+            # distinct-id order. The batch's ids and persons stay in batch_persons for the rollups.
+            cur.execute(
+                """CREATE OR REPLACE TEMP TABLE batch_persons AS
+                   SELECT b.distinct_id,
+                          coalesce(p.person_id,
+                                   $2 + row_number() OVER (PARTITION BY p.person_id IS NULL ORDER BY b.distinct_id) - 1)
+                            AS person_id,
+                          p.person_id IS NULL AS new
+                   FROM batch_ids b
+                   LEFT JOIN (SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = $1) p
                    USING (distinct_id)""",
-                [project_id, next_id, project_id],
+                [project_id, next_id],
+            )
+            cur.execute(
+                "INSERT INTO person_distinct_ids SELECT ?, distinct_id, person_id FROM batch_persons WHERE new",
+                [project_id],
             )
         if prop_rows:
             cur.register(

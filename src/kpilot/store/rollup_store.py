@@ -102,16 +102,19 @@ def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) ->
 
 
 def _grouped(
-    cur: duckdb.DuckDBPyConnection, source: str, project_id: int, timezone: str, where: str = "TRUE"
+    cur: duckdb.DuckDBPyConnection,
+    source: str,
+    persons: str,
+    timezone: str,
+    where: str = "TRUE",
 ) -> pa.Table:
+    """(day, event, person_id) of the events in ``source``, persons from ``persons`` (distinct_id, person_id)."""
     day = _DAY.format(local=_local("e.timestamp", timezone))
     return cur.sql(
         f"""SELECT CAST({day} - DATE '1970-01-01' AS INTEGER) AS day, e.event, p.person_id
-            FROM {source} e JOIN person_distinct_ids p
-              ON p.project_id = ? AND p.distinct_id = e.distinct_id
+            FROM {source} e JOIN {persons} p ON p.distinct_id = e.distinct_id
             WHERE {where}
-            GROUP BY ALL ORDER BY day, e.event, p.person_id""",
-        params=[project_id],
+            GROUP BY ALL ORDER BY day, e.event, p.person_id"""
     ).to_arrow_table()
 
 
@@ -135,6 +138,7 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
         return 0
     local_day = _DAY.format(local=_local("e.timestamp", timezone))
     source = f"(SELECT * FROM events WHERE project_id = {int(project_id)})"
+    persons = f"(SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = {int(project_id)})"
     written = 0
     # Local days in chunks; the UTC bounds are padded by a day on each side (no offset exceeds one day),
     # and the local-day test keeps each event in exactly one chunk.
@@ -146,14 +150,18 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
             f"AND e.timestamp < TIMESTAMP '{last + timedelta(days=2)}' "
             f"AND {local_day} BETWEEN DATE '{first}' AND DATE '{last}'"
         )
-        written += _append(cur, project_id, _grouped(cur, source, project_id, timezone, where))
+        written += _append(cur, project_id, _grouped(cur, source, persons, timezone, where))
         first = last + timedelta(days=1)
     return written
 
 
 def add_staged(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
-    """Append the persons of the events in the temp table ``staged`` (already deduplicated, ids resolved)."""
-    return _append(cur, project_id, _grouped(cur, "staged", project_id, timezone))
+    """Append the persons of the events in the temp table ``staged`` (deduplicated, ids resolved).
+
+    The write path leaves the batch's ids and persons in the temp table ``batch_persons``, so this never
+    scans the project's whole id table.
+    """
+    return _append(cur, project_id, _grouped(cur, "staged", "batch_persons", timezone))
 
 
 def add_merges(cur: duckdb.DuckDBPyConnection, project_id: int, remap: Iterable[tuple[int, int]]) -> None:
