@@ -419,9 +419,11 @@ def write_readme(results_dir: Path) -> Path:
     records = []
     for f in sorted(results_dir.glob("*.json")):
         try:
-            records.append(json.loads(f.read_text()))
+            record = json.loads(f.read_text())
         except json.JSONDecodeError:
             continue
+        if isinstance(record, dict) and "impls" in record and "params" in record:
+            records.append(record)  # other benchmarks (ingest_http*.json) share the folder
     records.sort(key=lambda r: -int(r["params"]["events"]))
     lines = [
         "# Benchmark results",
