@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import zlib
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from itertools import count
@@ -353,8 +354,29 @@ rows_strategy = st.lists(
 )
 
 
+def distinct_ids(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Give the rows different event ids (keeping each id's shape: blank, padded, long, integer).
+
+    Two different events with the same id and the same timestamp are a tie the store breaks arbitrarily
+    (``row_number() OVER (PARTITION BY uuid ORDER BY timestamp)``), so they could not be compared; duplicates
+    come from :func:`with_duplicates`, as copies of whole rows.
+    """
+    out = []
+    for i, row in enumerate(rows):
+        row = dict(row)
+        for key in ("uuid", "messageId"):
+            value = row.get(key)
+            if isinstance(value, str) and value.strip():
+                row[key] = f"{value}~{i}" if not value.endswith(" ") else f"{value.rstrip()}~{i} "
+            elif isinstance(value, int) and not isinstance(value, bool):
+                row[key] = value + 100 * i
+        out.append(row)
+    return out
+
+
 def with_duplicates(rows: list[dict[str, Any]], picks: list[int]) -> list[dict[str, Any]]:
     """Re-send some rows (same id), sometimes a few hours later."""
+    rows = distinct_ids(rows)
     out = list(rows)
     for p in picks:
         row = dict(rows[p % len(rows)])
@@ -456,17 +478,18 @@ def write_csv(path: Path, rows: list[dict[str, Any]], extras: list[int]) -> Path
     writer.writerow(CSV_COLUMNS)
     for i, row in enumerate(rows):
         cells = [csv_cell(c, row.get(c)) for c in CSV_COLUMNS]
+        h = zlib.crc32(repr(sorted(row.items(), key=str)).encode())  # copies of a row stay copies
         props_ = row.get("properties") if isinstance(row.get("properties"), dict) else {}
-        cells[CSV_COLUMNS.index("properties.plan")] = csv_cell("x", props_.get("plan")) if i % 2 else ""
-        cells[CSV_COLUMNS.index("properties.n")] = str(i % 4) if i % 3 else ""
-        if i % 5 == 4:
+        cells[CSV_COLUMNS.index("properties.plan")] = csv_cell("x", props_.get("plan")) if h % 2 else ""
+        cells[CSV_COLUMNS.index("properties.n")] = str(h % 4) if h % 3 else ""
+        if h % 5 == 4:
             cells[CSV_COLUMNS.index("context.os")] = "linux"
+        if h % 6 == 5:
+            cells[CSV_COLUMNS.index("name")] = "two\nlines"
         if i in extras:
             cells.append("extra")
         if i % 4 == 3:
-            out.write("\n")  # a blank line (csv.DictReader skips it, keeping its line number)
-        if i % 6 == 5:
-            cells[CSV_COLUMNS.index("name")] = "two\nlines"
+            out.write("\n")  # a blank line (csv.DictReader skips it)
         writer.writerow(cells)
     path.write_text(out.getvalue(), encoding="utf-8")
     return path

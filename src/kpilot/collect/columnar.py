@@ -95,7 +95,6 @@ _JSON_INT = r"^(?:0|-?[1-9][0-9]{0,17})$"
 # JSONL lines DuckDB's JSON reader accepts but orjson rejects (NaN/Infinity, trailing commas, numbers that
 # overflow a double), or that orjson's depth limit may reject: such lines take the per-row path.
 _LENIENT = r"[:,\[][ \t\n\r]*-?(?i:nan|inf)|,[ \t\n\r]*[\]}]|[0-9]{200}|[eE][+-]?[0-9]{3}"
-_BLANK = r"^[ \t\n\r\x0b\x0c]*$"  # bytes.strip() whitespace: the JSONL reader skips such lines
 _OBJECT_START = r"^[ \t\n\r]*\{"
 _MAX_BRACKETS = 1000
 
@@ -183,11 +182,20 @@ def _dumps(props: dict[str, Any]) -> str:
 
 
 def _groups(*codes: Ints) -> tuple[Ints, Ints]:
-    """Group rows by several small non-negative codes: (first row of each group, group of each row)."""
-    key = np.zeros(len(codes[0]), np.int64)
+    """Group rows by several small non-negative codes: (a row of each group, group of each row)."""
+    n = len(codes[0])
+    key = np.zeros(n, np.int64)
     for c in codes:
-        width = int(c.max()) + 1 if len(c) else 1
+        width = int(c.max()) + 1 if n else 1
         key = key * width + c
+    top = int(key.max()) + 1 if n else 0
+    if top <= 4 * n + 1024:  # dense keys: no sort needed
+        present = np.zeros(top, np.bool_)
+        present[key] = True
+        inverse = (np.cumsum(present) - 1)[key]
+        rep = np.empty(int(present.sum()), np.int64)
+        rep[inverse] = np.arange(n)
+        return rep, inverse.astype(np.int64)
     _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
     return first.astype(np.int64), inverse.reshape(-1).astype(np.int64)
 
@@ -225,14 +233,35 @@ def nested_from_column(col: Column) -> Nested:
 NONE, OK, SLOW = 0, 1, 2
 
 
+_PLAIN_EDGE = np.zeros(256, np.bool_)
+_PLAIN_EDGE[0x21:0x7F] = True  # printable ASCII other than space: cannot be part of a whitespace character
+
+
 def _ids(col: Column) -> tuple[pa.LargeStringArray, npt.NDArray[np.int8]]:
     """Ids as ``_id`` reads them: NONE (absent, null or ""), OK (text as is) or SLOW (anything else)."""
     kind = col.kind
     is_str = kind == STR
-    length = _np(pc.utf8_length(col.text), -1)
-    padded = _np(pc.match_substring_regex(col.text, _EDGE_SPACE), True)
-    none = (kind == ABSENT) | (kind == NULL) | (is_str & (length == 0))
-    ok = (is_str & ~padded & (length > 0) & (length <= MAX_ID)) | (kind == INT)
+    none = (kind == ABSENT) | (kind == NULL)
+    ok = kind == INT
+    if is_str.any():
+        offsets, data = _offsets(col.text)
+        starts, stops = offsets[:-1], offsets[1:]
+        size = np.where(is_str, stops - starts, 0)
+        top = len(data) - 1
+        plain = (
+            _PLAIN_EDGE[data[np.clip(starts, 0, top)]]
+            & _PLAIN_EDGE[data[np.clip(stops - 1, 0, top)]]
+            & (size <= MAX_ID)
+        )
+        none |= is_str & (size == 0)
+        good = is_str & (size > 0) & plain
+        check = np.flatnonzero(is_str & (size > 0) & ~plain)
+        if len(check):  # non-ASCII at an end, or long: the exact tests
+            sub = col.text.take(pa.array(check))
+            good[check] = ~_np(pc.match_substring_regex(sub, _EDGE_SPACE), True) & (
+                _np(pc.utf8_length(sub), MAX_ID + 1) <= MAX_ID
+            )
+        ok |= good
     state = np.where(none, NONE, np.where(ok, OK, SLOW)).astype(np.int8)
     return col.text, state
 
@@ -278,12 +307,11 @@ def iso_micros(text: pa.Array) -> tuple[Ints, Bools]:
     bufs = text.buffers()
     offsets = np.frombuffer(bufs[1], np.int64)[text.offset : text.offset + n + 1]
     data = np.frombuffer(bufs[2], np.uint8)
-    top = len(data) - 1
     start = offsets[rows]
     length = offsets[rows + 1] - start
 
     def char(pos: Ints | int) -> Ints:
-        out: Ints = data[np.clip(start + pos, 0, top)].astype(np.int64)
+        out: Ints = data.take(start + pos, mode="clip").astype(np.int64)
         return out
 
     def num(pos: Ints | int, width: int) -> Ints:
@@ -606,12 +634,31 @@ def _jsonl_chunks(path: Path) -> Iterator[Chunk]:
         con.close()
 
 
+def _lut(chars: bytes) -> npt.NDArray[np.bool_]:
+    table = np.zeros(256, np.bool_)
+    table[list(chars)] = True
+    return table
+
+
+_STRIP_BYTES = _lut(b" \t\n\r\x0b\x0c")  # bytes.strip(): the JSONL reader skips lines of only these
+
+
 def _jsonl_block(con: Any, body: bytes, line_base: int, consumed: int) -> tuple[Chunk, int]:
-    ends = np.flatnonzero(np.frombuffer(body, np.uint8) == 10) + 1
+    buf = np.frombuffer(body, np.uint8)
+    ends = np.flatnonzero(buf == 10) + 1
     if not body.endswith(b"\n"):
         ends = np.append(ends, len(body))
     count = len(ends)
     offsets = np.concatenate([[0], ends]).astype(np.int64)
+    starts = offsets[:-1]  # every line has at least one byte (its newline, or it is the unterminated last)
+    first = buf[starts]
+    blank = np.zeros(count, np.bool_)
+    for i in np.flatnonzero(_STRIP_BYTES[first]):
+        blank[i] = not body[offsets[i] : offsets[i + 1]].strip()
+    brackets = np.zeros(count, np.int64)
+    for i in np.flatnonzero(ends - starts >= _MAX_BRACKETS):
+        line = body[offsets[i] : offsets[i + 1]]
+        brackets[i] = line.count(b"{") + line.count(b"[")
     raw = pa.Array.from_buffers(
         pa.large_binary(), count, [None, pa.py_buffer(offsets.tobytes()), pa.py_buffer(body)]
     )
@@ -620,25 +667,25 @@ def _jsonl_block(con: Any, body: bytes, line_base: int, consumed: int) -> tuple[
         text = raw.cast(pa.large_string())
     except pa.ArrowInvalid:  # invalid UTF-8 somewhere: those lines go per row (orjson rejects them)
         pieces: list[str] = []
-        for i in range(count):
+        for k in range(count):
             try:
-                pieces.append(body[offsets[i] : offsets[i + 1]].decode("utf-8"))
+                pieces.append(body[offsets[k] : offsets[k + 1]].decode("utf-8"))
             except UnicodeDecodeError:
-                utf8_ok[i] = False
+                utf8_ok[k] = False
                 pieces.append("x")
         text = pa.array(pieces, pa.large_string())
-    keep = ~_np(pc.match_substring_regex(text, _BLANK)) | ~utf8_ok
-    kept = np.flatnonzero(keep)
-    text = text.take(pa.array(kept))
-    utf8_ok = utf8_ok[kept]
+    eligible = utf8_ok & (brackets < _MAX_BRACKETS) & (first == ord("{"))
+    other = np.flatnonzero(utf8_ok & (brackets < _MAX_BRACKETS) & (first != ord("{")) & ~blank)
+    if len(other):  # leading whitespace
+        eligible[other] = _np(pc.match_substring_regex(text.take(pa.array(other)), _OBJECT_START))
+    if blank.any():
+        kept = np.flatnonzero(~blank)
+        text = text.take(pa.array(kept))
+        eligible = eligible[kept]
+    else:
+        kept = np.arange(count)
     n = len(kept)
-    brackets = _np(pc.add(pc.count_substring(text, "{"), pc.count_substring(text, "[")), 0)
-    eligible = (
-        utf8_ok
-        & ~_np(pc.match_substring_regex(text, _LENIENT), True)
-        & _np(pc.match_substring_regex(text, _OBJECT_START))
-        & (brackets < _MAX_BRACKETS)
-    )
+    eligible &= ~_np(pc.match_substring_regex(text, _LENIENT), True)
     columns: dict[str, Column] = {f: Column.absent(n) for f in FIELDS}
     candidates = np.flatnonzero(eligible)
     if len(candidates):
@@ -669,12 +716,14 @@ _FIELD_PATHS = "[" + ", ".join(_json_path(f) for f in FIELDS) + "]"
 def _jsonl_fields(con: Any, text: pa.Array, candidates: Ints, n: int) -> tuple[dict[str, Column], Bools]:
     """Parse the candidate lines with DuckDB: each field's JSON text, and whether the line is valid JSON
     without a duplicated field name (orjson keeps the last duplicate, DuckDB's path lookups the first)."""
-    table = pa.table({"i": pa.array(candidates, pa.int64()), "text": text.take(pa.array(candidates))})
+    every = len(candidates) == n
+    table = pa.table(
+        {"i": pa.array(candidates, pa.int64()), "text": text if every else text.take(pa.array(candidates))}
+    )
     con.register("jsonl_block", table)
-    try:
+    try:  # invalid JSON makes both NULL
         result = con.sql(
-            f"""SELECT i, json_extract(text, {_FIELD_PATHS}) AS v, json_keys(text) AS k
-                FROM jsonl_block WHERE json_valid(text)"""
+            f"SELECT i, try(json_extract(text, {_FIELD_PATHS})) AS v, try(json_keys(text)) AS k FROM jsonl_block"
         ).to_arrow_table()
     finally:
         con.unregister("jsonl_block")
@@ -683,36 +732,46 @@ def _jsonl_fields(con: Any, text: pa.Array, candidates: Ints, n: int) -> tuple[d
         order = np.argsort(got, kind="stable")
         result = result.take(pa.array(order))
         got = got[order]
-    parsed = np.zeros(n, np.bool_)
-    parsed[got] = True
-    # Duplicated names among the fields normalize reads.
     keys = result.column("k").combine_chunks()
+    values = result.column("v").combine_chunks()
+    parsed = np.zeros(n, np.bool_)
+    parsed[got] = _np(pc.and_(pc.is_valid(keys), pc.is_valid(values)))
+    # The fields normalize reads: present in which rows, and duplicated in any?
     flat = pc.list_flatten(keys)
     parents = pc.list_parent_indices(keys).to_numpy(zero_copy_only=False)
     which = _np(pc.index_in(flat, value_set=pa.array(FIELDS)), -1)
     hit = which >= 0
-    counts = np.bincount(parents[hit] * len(FIELDS) + which[hit], minlength=len(got) * len(FIELDS))
-    dup = counts.reshape(len(got), len(FIELDS)).max(axis=1, initial=0) > 1 if len(got) else np.zeros(0, bool)
-    parsed[got[dup]] = False
-    # Scatter the per-field JSON texts back to the chunk's rows.
-    position = np.full(n, -1, np.int64)
-    position[got] = np.arange(len(got))
-    index = pa.array(position, mask=position < 0)
-    values = result.column("v").combine_chunks()
+    width = len(FIELDS)
+    counts = np.bincount(parents[hit] * width + which[hit], minlength=len(got) * width).reshape(-1, width)
+    parsed[got[counts.max(axis=1, initial=0) > 1]] = False
+    present = counts.sum(axis=0)
+    # The per-field JSON texts, scattered back to the chunk's rows.
+    index = None
+    if not (every and len(got) == n):
+        position = np.full(n, -1, np.int64)
+        position[got] = np.arange(len(got))
+        index = pa.array(position, mask=position < 0)
     columns = {}
     for j, f in enumerate(FIELDS):
-        columns[f] = _json_column(pc.list_element(values, j).take(index))
+        if not present[j]:
+            columns[f] = Column.absent(n)
+            continue
+        field = pc.list_element(values, j)
+        columns[f] = _json_column(field if index is None else field.take(index))
     return columns, parsed
+
+
+def _offsets(arr: pa.LargeStringArray) -> tuple[Ints, npt.NDArray[np.uint8]]:
+    n = len(arr)
+    bufs = arr.buffers()
+    offsets = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + n + 1]
+    data = np.frombuffer(bufs[2], np.uint8) if bufs[2] is not None and bufs[2].size else np.zeros(1, np.uint8)
+    return offsets, data
 
 
 def _first_bytes(arr: pa.LargeStringArray) -> npt.NDArray[np.uint8]:
     """The first byte of each string (0 for null and empty strings)."""
-    n = len(arr)
-    bufs = arr.buffers()
-    offsets = np.frombuffer(bufs[1], np.int64)[arr.offset : arr.offset + n + 1]
-    if bufs[2] is None or bufs[2].size == 0:
-        return np.zeros(n, np.uint8)
-    data = np.frombuffer(bufs[2], np.uint8)
+    offsets, data = _offsets(arr)
     starts = offsets[:-1]
     present = (offsets[1:] > starts) & _np(pc.is_valid(arr))
     return np.where(present, data[np.clip(starts, 0, len(data) - 1)], 0).astype(np.uint8)
@@ -730,10 +789,10 @@ def _json_column(raw: pa.Array) -> Column:
     kind[first == ord("n")] = NULL
     kind[first == ord('"')] = STR
     kind[first == ord("{")] = OBJ
-    numeric = (first == ord("-")) | ((first >= ord("0")) & (first <= ord("9")))
-    is_int = numeric & _np(pc.match_substring_regex(raw, _JSON_INT))
-    kind[is_int] = INT
-    kind[numeric & ~is_int] = FLOAT
+    numeric = np.flatnonzero((first == ord("-")) | ((first >= ord("0")) & (first <= ord("9"))))
+    if len(numeric):
+        is_int = _np(pc.match_substring_regex(raw.take(pa.array(numeric)), _JSON_INT))
+        kind[numeric] = np.where(is_int, INT, FLOAT)
     is_str = kind == STR
     text = pc.if_else(
         pa.array((kind == OBJ) | (kind == INT) | (kind == FLOAT)), raw, pa.scalar(None, raw.type)

@@ -11,7 +11,9 @@ Rows are normalised in two ways with the same result: the columnar fast path
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -278,6 +280,105 @@ class _Batches:
             self.progress(self.path, done, self.path.stat().st_size)
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """One chunk, normalised: its accepted rows in file order, and its rejections."""
+
+    rows_read: int
+    table: pa.Table
+    side: list[tuple[int, Normalized]]
+    """The per-row events among the accepted rows, by their place in ``table``."""
+    failures: list[tuple[int, int, str, Any]]
+    """(accepted rows before it in the chunk, line, reason, row) of each rejected row."""
+    done_bytes: int
+
+
+def _prepare(chunk: Any) -> _Prepared:
+    from kpilot.collect import columnar
+
+    plan = columnar.plan_chunk(chunk)
+    fast_rows = np.flatnonzero(plan.fast)
+    slow_rows = np.flatnonzero(~plan.fast)
+    events: list[tuple[int, Normalized]] = []
+    rejected: list[tuple[int, str, Any]] = []
+    for pos, row in zip(slow_rows.tolist(), chunk.slow_rows(slow_rows), strict=True):
+        try:
+            if isinstance(row, ParseFailure):
+                raise RowError(row.reason)
+            events.append((pos, normalize(row)))
+        except RowError as exc:
+            rejected.append((pos, str(exc), row))
+    # Accepted rows in file order: the fast rows' table and the per-row events interleaved by position.
+    accepted = np.concatenate([fast_rows, np.array([p for p, _ in events], np.int64)])
+    order = np.argsort(accepted, kind="stable")
+    ordered = accepted[order]
+    failures = [
+        (int(np.searchsorted(ordered, pos)), int(chunk.lines[pos]), reason, row)
+        for pos, reason, row in rejected
+    ]
+    slow_table = pa.Table.from_pydict(
+        {
+            "uuid": [e.uuid for _, e in events],
+            "event": [e.event for _, e in events],
+            "distinct_id": [e.distinct_id for _, e in events],
+            "timestamp": [e.timestamp for _, e in events],
+            "properties": [e.properties_json() for _, e in events],
+        },
+        schema=_EVENT_SCHEMA,
+    )
+    table = pa.concat_tables([plan.table.cast(_EVENT_SCHEMA), slow_table])
+    if len(events) and len(fast_rows):
+        table = table.take(pa.array(order))
+    rank = np.empty(len(accepted), np.int64)
+    rank[order] = np.arange(len(accepted))
+    side = [(int(rank[len(fast_rows) + i]), e) for i, (_, e) in enumerate(events)]
+    return _Prepared(chunk.n, table, side, failures, chunk.done_bytes)
+
+
+_END = object()
+
+
+def _prepared_chunks(path: Path, fmt: str) -> Iterator[_Prepared]:
+    """Read and normalise the file's chunks in a thread of their own, a chunk or two ahead of the caller
+    (who writes batches meanwhile: DuckDB, Arrow and numpy release the GIL for most of the work)."""
+    from kpilot.collect import columnar
+
+    ahead: queue.Queue[Any] = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def put(item: Any) -> bool:
+        while not stop.is_set():
+            try:
+                ahead.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for chunk in columnar.read_chunks(path, fmt):
+                if chunk.n and not put(_prepare(chunk)):
+                    return
+            put(_END)
+        except BaseException as exc:  # handed to the caller, who raises it after the chunks before it
+            put(exc)
+
+    worker = threading.Thread(target=produce, name="kpilot-import-reader", daemon=True)
+    worker.start()
+    try:
+        while True:
+            item = ahead.get()
+            if item is _END:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        worker.join()
+
+
 def _import_columnar(
     ws: Workspace,
     project: ProjectInfo,
@@ -289,54 +390,15 @@ def _import_columnar(
     run_id: int,
     stats: dict[str, int],
 ) -> None:
-    from kpilot.collect import columnar
-
     total = path.stat().st_size
     out = _Batches(ws, project, path, batch_rows, report, run_id, stats, progress)
-    for chunk in columnar.read_chunks(path, fmt):
-        if not chunk.n:
-            continue
-        stats["read"] += chunk.n
-        plan = columnar.plan_chunk(chunk)
-        fast_rows = np.flatnonzero(plan.fast)
-        slow_rows = np.flatnonzero(~plan.fast)
-        events: list[tuple[int, Normalized]] = []
-        failures: list[tuple[int, str, Any]] = []
-        for pos, row in zip(slow_rows.tolist(), chunk.slow_rows(slow_rows), strict=True):
-            try:
-                if isinstance(row, ParseFailure):
-                    raise RowError(row.reason)
-                events.append((pos, normalize(row)))
-            except RowError as exc:
-                failures.append((pos, str(exc), row))
-        # Accepted rows in file order: the fast rows' table and the per-row events interleaved by position.
-        slow_pos = np.array([p for p, _ in events], np.int64)
-        accepted = np.concatenate([fast_rows, slow_pos])
-        order = np.argsort(accepted, kind="stable")
+    for prepared in _prepared_chunks(path, fmt):
+        stats["read"] += prepared.rows_read
         base = out.accepted
-        if failures:
-            ordered = accepted[order]
-            for pos, reason, row in failures:
-                before = base + int(np.searchsorted(ordered, pos))
-                out.reject(before, int(chunk.lines[pos]), reason, row)
-        slow_table = pa.Table.from_pydict(
-            {
-                "uuid": [e.uuid for _, e in events],
-                "event": [e.event for _, e in events],
-                "distinct_id": [e.distinct_id for _, e in events],
-                "timestamp": [e.timestamp for _, e in events],
-                "properties": [e.properties_json() for _, e in events],
-            },
-            schema=_EVENT_SCHEMA,
-        )
-        table = pa.concat_tables([plan.table.cast(_EVENT_SCHEMA), slow_table])
-        if len(events) and len(fast_rows):
-            table = table.take(pa.array(order))
-        rank = np.empty(len(accepted), np.int64)
-        rank[order] = np.arange(len(accepted))
-        side = [(base + int(rank[len(fast_rows) + i]), e) for i, (_, e) in enumerate(events)]
-        out.add(table, side)
-        out.write_full(chunk.done_bytes)
+        for before, line, reason, row in prepared.failures:
+            out.reject(base + before, line, reason, row)
+        out.add(prepared.table, [(base + rank, e) for rank, e in prepared.side])
+        out.write_full(prepared.done_bytes)
     out.finish(total)
 
 
