@@ -940,3 +940,55 @@ def test_rejected_segment_and_posthog_reasons_match_normalize(tmp_path: Path) ->
         assert plan.table.column("timestamp")[i].as_py() == n.timestamp
     with pytest.raises(RowError):
         normalize({"type": "track", "messageId": "m"})
+
+
+def test_gzipped_jsonl_and_csv(ws: Workspace, tmp_path: Path) -> None:
+    import gzip
+
+    rows = [
+        {
+            "event": "e",
+            "distinct_id": f"u{i % 3}",
+            "uuid": f"g{i}",
+            "timestamp": f"2024-05-0{1 + i % 3}T10:00:00Z",
+        }
+        for i in range(20)
+    ]
+    jsonl = tmp_path / "e.jsonl.gz"
+    jsonl.write_bytes(gzip.compress(b"".join(orjson.dumps(r) + b"\n" for r in rows) + b"{bad\n"))
+    csv_path = tmp_path / "e.csv.gz"
+    csv_path.write_bytes(
+        gzip.compress(
+            (
+                "event,distinct_id,uuid,timestamp\n" + "".join(f"c,u{i},c{i},2024-05-01\n" for i in range(9))
+            ).encode()
+        )
+    )
+    snap = both_paths(ws, [jsonl, csv_path], 4)
+    assert snap["report"][:4] == (30, 29, 0, 1)
+
+
+def test_a_reader_failure_stops_the_import_after_the_rows_before_it(
+    ws: Workspace, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = [
+        {"event": "e", "distinct_id": "u", "uuid": f"r{i}", "timestamp": "2024-05-01T10:00:00Z"}
+        for i in range(30)
+    ]
+    path = rows_jsonl(tmp_path, rows)
+    real = columnar.read_chunks
+
+    def failing(path: Path, fmt: str) -> Iterator[columnar.Chunk]:
+        for i, chunk in enumerate(real(path, fmt)):
+            if i == 2:
+                raise OSError("disk went away")
+            yield chunk
+
+    monkeypatch.setattr(columnar, "read_chunks", failing)
+    project = ws.create_project(f"fail{next(_names)}", "UTC")
+    with pytest.raises(OSError, match="disk went away"):
+        import_events(ws, project, [path], batch_rows=2, columnar=True)
+    stored = ws.store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [project.id])[0][0]
+    assert stored > 0 and stored % 2 == 0  # whole batches of the chunks read before the failure
+    with ws.meta.session() as s:
+        assert s.query(ImportRun).filter(ImportRun.project_id == project.id).one().status == "interrupted"
