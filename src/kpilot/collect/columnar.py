@@ -187,6 +187,8 @@ def _groups(*codes: Ints) -> tuple[Ints, Ints]:
     key = np.zeros(n, np.int64)
     for c in codes:
         width = int(c.max()) + 1 if n else 1
+        if n and int(key.max()) >= (1 << 62) // width:  # keep the combined key within int64
+            key = np.unique(key, return_inverse=True)[1].reshape(-1).astype(np.int64)
         key = key * width + c
     top = int(key.max()) + 1 if n else 0
     if top <= 4 * n + 1024:  # dense keys: no sort needed
