@@ -452,6 +452,29 @@ def _segment_props(page: bool, props_value: Any, context_value: Any, name: Any) 
     return _dumps(props)
 
 
+_ADDED_KEYS = frozenset(
+    {"name", "$current_url", "$referrer", "$pathname", "$lib", "$os"}
+    | {f"utm_{k}" for k in ("source", "medium", "campaign", "term", "content")}
+)
+"""Keys a Segment call adds to its properties (``name`` of page/screen calls, the context's fields)."""
+
+
+def _properties_part(props_value: Any) -> str | None:
+    """A Segment call's properties as JSON without the braces, unless they hold a key the call may add."""
+    props = _obj(props_value, "properties")
+    return None if _ADDED_KEYS.intersection(props) else _dumps(props)[1:-1]
+
+
+def _context_part(context_value: Any) -> str | None:
+    added: dict[str, Any] = {}
+    _flatten_context(_obj(context_value, "context"), added)
+    return _dumps(added)[1:-1]
+
+
+def _name_part(name: Any) -> str | None:
+    return _dumps({"name": name})[1:-1] if name else ""
+
+
 def _empty_object(value: Any) -> str | None:
     return "" if _obj(value, "$set") == {} else None
 
@@ -508,14 +531,35 @@ def plan_chunk(chunk: Chunk) -> Plan:
     segment &= is_track | (name_kind == ABSENT) | (name_kind == NULL) | (name_kind == STR)
     name_enc = pc.dictionary_encode(_mask_text(name_col.text, segment & is_page & (name_kind == STR)))
     name_codes = _np(name_enc.indices, -1).astype(np.int64) + 1
-    seg_props = _per_group(
+    names = [None, *name_enc.dictionary.to_pylist()]
+    # Properties, then the page name, then the context's fields, each added only when absent: when the
+    # properties have none of the added keys, the JSON text is the three parts' texts joined.
+    props_part = _per_group(_properties_part, segment, nested["properties"])
+    joinable = segment & _np(pc.is_valid(props_part))
+    context_part = _per_group(_context_part, joinable, nested["context"])
+    name_part = _per_group(_name_part, joinable & is_page, (name_codes, names))
+    text = pa.large_string()
+    body = pc.fill_null(props_part, "")
+    for part in (name_part, context_part):
+        part = pc.fill_null(part, "")
+        comma = pc.if_else(pc.and_(pc.not_equal(body, ""), pc.not_equal(part, "")), ",", "").cast(text)
+        body = pc.binary_join_element_wise(body, comma, part, pa.scalar("", text))
+    joined = pc.binary_join_element_wise(
+        pa.scalar("{", text), body, pa.scalar("}", text), pa.scalar("", text)
+    )
+    joined = pc.if_else(
+        pa.array(joinable & _np(pc.is_valid(context_part))), joined, pa.scalar(None, pa.large_string())
+    )
+    rest = segment & ~joinable  # properties holding one of the added keys: merged per combination
+    merged = _per_group(
         _segment_props,
-        segment,
+        rest,
         (is_page.astype(np.int64), [False, True]),
         nested["properties"],
         nested["context"],
-        (name_codes, [None, *name_enc.dictionary.to_pylist()]),
+        (name_codes, names),
     )
+    seg_props = pc.if_else(pa.array(rest), merged, joined)
     seg_fast = segment & _np(pc.is_valid(seg_props))
 
     fast = ph_fast | seg_fast
