@@ -207,3 +207,33 @@ def test_cli_import_exit_codes(tmp_path: Path) -> None:
     missing = runner.invoke(app, [*home, "import", "events", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code != 0
     assert "no such file" in missing.output
+
+
+@pytest.mark.parametrize("columnar", [True, False])
+def test_timestamps_at_the_ends_of_the_calendar_are_stored_or_rejected_never_crash(
+    env: Env, tmp_path: Path, columnar: bool
+) -> None:
+    rows = [
+        {"event": "a", "distinct_id": "u", "uuid": "1", "timestamp": "0001-01-01T00:00:00Z"},
+        {"event": "a", "distinct_id": "u", "uuid": "2", "timestamp": "9999-12-31T23:59:59Z"},
+        {"event": "a", "distinct_id": "u", "uuid": "3", "timestamp": "0001-01-01T00:00:00+01:00"},
+        {"event": "a", "distinct_id": "u", "uuid": "4", "timestamp": "2024-03-01T00:00:00Z"},
+    ]
+    path = tmp_path / "ends.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    report = import_events(env.ws, env.project, [path], columnar=columnar)
+    assert (report.imported, report.rejected) == (3, 1)
+    assert report.rejections[0].line == 3 and "out of range" in report.rejections[0].reason
+    again = import_events(env.ws, env.project, [path], columnar=columnar)
+    assert (again.imported, again.deduplicated) == (0, 3)  # the dedupe window clamps at both ends
+
+
+def test_rows_with_one_id_and_one_timestamp_keep_the_first_in_the_batch(env: Env, tmp_path: Path) -> None:
+    rows = [
+        {"event": f"e{i}", "distinct_id": "u", "uuid": "same", "timestamp": "2024-03-01T00:00:00Z"}
+        for i in range(50)
+    ]
+    path = tmp_path / "ties.jsonl"
+    path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    import_events(env.ws, env.project, [path])
+    assert env.ws.store.fetchall("SELECT event FROM events") == [("e0",)]

@@ -36,9 +36,13 @@ def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
         if text.endswith(("Z", "z")):
             text = text[:-1] + "+00:00"
         try:
-            return to_utc_naive(datetime.fromisoformat(text))
+            parsed = datetime.fromisoformat(text)
         except ValueError as exc:
             raise ValueError(f"{field} {value!r} is not an ISO 8601 timestamp") from exc
+        try:
+            return to_utc_naive(parsed)
+        except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+            raise ValueError(f"{field} {value!r} is out of range") from exc
     if value is None:
         raise ValueError(f"{field} is missing")
     raise ValueError(f"{field} has type {type(value).__name__}, expected an ISO 8601 timestamp")

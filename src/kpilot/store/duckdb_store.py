@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import numpy as np
 import pyarrow as pa
 
 from kpilot.collect.normalize import Normalized
@@ -157,11 +158,13 @@ class EventStore:
         """Store a canonical event table (columns of ``_EVENT_SCHEMA``) with its identity side effects."""
         received = table.num_rows
         with self._transaction() as cur:
-            cur.register("batch_in", table)
+            # Several rows with one id in a batch: the earliest timestamp wins, then the first in the batch.
+            ordinal = pa.array(np.arange(table.num_rows, dtype=np.int64))
+            cur.register("batch_in", table.append_column("ordinal", ordinal))
             cur.execute(
                 """CREATE OR REPLACE TEMP TABLE staged AS
-                   SELECT *, md5_number_lower(uuid) AS uuid_hash FROM batch_in
-                   QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp) = 1"""
+                   SELECT * EXCLUDE (ordinal), md5_number_lower(uuid) AS uuid_hash FROM batch_in
+                   QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp, ordinal) = 1"""
             )
             cur.unregister("batch_in")
             self._drop_stored_duplicates(cur, project_id)
@@ -196,7 +199,10 @@ class EventStore:
         lo, hi = cur.execute("SELECT min(timestamp), max(timestamp) FROM staged").fetchone()  # type: ignore[misc]
         if lo is None:
             return
-        window = [project_id, lo - DEDUP_WINDOW, hi + DEDUP_WINDOW]
+        # clamp the window to the representable range: events of year 1 or 9999 must not overflow it
+        low = lo - DEDUP_WINDOW if lo > datetime.min + DEDUP_WINDOW else datetime.min
+        high = hi + DEDUP_WINDOW if hi < datetime.max - DEDUP_WINDOW else datetime.max
+        window = [project_id, low, high]
         cur.execute(
             """CREATE OR REPLACE TEMP TABLE dup_candidates AS
                SELECT DISTINCT e.uuid_hash FROM events e SEMI JOIN staged s ON e.uuid_hash = s.uuid_hash
