@@ -82,6 +82,15 @@ class Rollups:
             self.by_event.setdefault((d, e), BitMap()).add(int(p))
             self.any_event.setdefault(d, BitMap()).add(int(p))
 
+    def add_stored(self, day: date, event: str | None, blob: bytes) -> None:
+        """Union one stored row (a serialized bitmap; ``event`` None: any event) into the sets."""
+        bm = BitMap.deserialize(blob)
+        if event is None:
+            self.any_event[day] = self.any_event[day] | bm if day in self.any_event else bm
+        else:
+            key = (day, event)
+            self.by_event[key] = self.by_event[key] | bm if key in self.by_event else bm
+
     def record_merge(self, absorbed: int, into: int) -> None:
         """Person ``absorbed`` now belongs to ``into`` (the store re-pointed its distinct ids)."""
         if absorbed != into:
@@ -213,13 +222,7 @@ def load(
         params,
     ).fetchall()
     for day, event, blob in rows:
-        bm = BitMap.deserialize(blob)
-        target: dict[Any, BitMap] = out.any_event if event is None else out.by_event  # type: ignore[assignment]
-        key = day if event is None else (day, event)
-        if key in target:
-            target[key] |= bm
-        else:
-            target[key] = bm
+        out.add_stored(day, event, blob)
     for absorbed, survivor in cursor.execute(
         "SELECT absorbed, survivor FROM rollup_merges WHERE project_id = ?", [project_id]
     ).fetchall():

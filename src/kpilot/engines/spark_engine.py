@@ -227,7 +227,6 @@ class SparkEngine:
         """The sets of days ``first``..``last`` and ``events`` (None: any event) of the lake's rollup of
         ``entry``, delta rows unioned, with the merges to apply (what :func:`kpilot.compute.rollups.answer`
         reads)."""
-        from pyroaring import BitMap
 
         from kpilot.compute.rollups import Rollups
 
@@ -236,13 +235,7 @@ class SparkEngine:
         out = Rollups(entry.id, entry.rollup.timezone)
         frame = self._rollup_rows(entry, first, last, events)
         for day, event, blob in [] if frame is None else frame.collect():
-            bm = BitMap.deserialize(bytes(blob))
-            target: dict[Any, BitMap] = out.any_event if event is None else out.by_event  # type: ignore[assignment]
-            key = day if event is None else (day, event)
-            if key in target:
-                target[key] |= bm
-            else:
-                target[key] = bm
+            out.add_stored(day, event, bytes(blob))
         for absorbed, survivor in self._merges(entry):
             out.record_merge(absorbed, survivor)
         return out
