@@ -38,7 +38,6 @@ import numpy as np
 from pyroaring import BitMap
 
 from kpilot.compute.buckets import bucket_label, buckets, next_bucket
-from kpilot.compute.dialect import DIALECTS, lit
 from kpilot.compute.queries.retention import cohort_starts
 from kpilot.compute.spec import (
     FeatureAdoptionSpec,
@@ -47,7 +46,7 @@ from kpilot.compute.spec import (
     StickinessSpec,
     TrendsSpec,
 )
-from kpilot.store.rollup_store import bitmap_from, rollup_timezone
+from kpilot.store.rollup_store import grouped, person_sets, project_sources, rollup_timezone
 
 __all__ = ["Rollups", "answer", "answer_from_store", "answerable", "build", "load", "needs"]
 
@@ -125,36 +124,17 @@ class Rollups:
 
 def build(store: Any, project_id: int, timezone: str) -> Rollups:
     """A rollup of every stored event of ``project_id``, with local days in ``timezone``."""
-    local = DIALECTS["duckdb"].local_ts("e.timestamp", timezone)
-    sql = (
-        f"SELECT CAST(CAST({local} AS DATE) - DATE '1970-01-01' AS INTEGER) AS day, e.event, p.person_id\n"
-        f"FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id\n"
-        f"WHERE e.project_id = {lit(project_id)}\n"
-        f"GROUP BY ALL ORDER BY day, event, person_id"
-    )
     cur = store.cursor()
     try:
-        table = cur.sql(sql).to_arrow_table()
+        table = grouped(cur, *project_sources(project_id), timezone)
     finally:
         cur.close()
     out = Rollups(project_id, timezone)
-    if table.num_rows == 0:
-        return out
-    day = table.column("day").to_numpy()
-    person = table.column("person_id").to_numpy()
-    event = table.column("event").combine_chunks().dictionary_encode()
-    names = event.dictionary.to_pylist()
-    code = event.indices.to_numpy()
-    starts = np.flatnonzero(np.concatenate([[True], (day[1:] != day[:-1]) | (code[1:] != code[:-1])]))
-    ends = np.append(starts[1:], len(day))
-    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        out.by_event[(_EPOCH + timedelta(days=int(day[lo])), names[int(code[lo])])] = bitmap_from(
-            person[lo:hi]
-        )
-    day_starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
-    day_ends = np.append(day_starts[1:], len(day))
-    for lo, hi in zip(day_starts.tolist(), day_ends.tolist(), strict=True):
-        out.any_event[_EPOCH + timedelta(days=int(day[lo]))] = bitmap_from(np.unique(person[lo:hi]))
+    for day, event, persons in person_sets(table):
+        if event is None:
+            out.any_event[_EPOCH + timedelta(days=day)] = persons
+        else:
+            out.by_event[(_EPOCH + timedelta(days=day), event)] = persons
     return out
 
 

@@ -343,9 +343,7 @@ class EventStore:
             return
         if not self.maintain_rollups:
             # Writing without maintaining: the rollup would go stale, so it is dropped (rebuilt on demand).
-            cur.execute("DELETE FROM rollup_projects WHERE project_id = ?", [project_id])
-            cur.execute("DELETE FROM rollup_persons WHERE project_id = ?", [project_id])
-            cur.execute("DELETE FROM rollup_merges WHERE project_id = ?", [project_id])
+            rollup_store.drop(cur, project_id)
             self._rollup_tz[project_id] = None
             return
         rollup_store.add_merges(cur, project_id, remap.items())

@@ -19,7 +19,7 @@ Everything here runs inside the caller's write transaction: rollups change exact
 from __future__ import annotations
 
 import array
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import duckdb
@@ -34,6 +34,10 @@ __all__ = [
     "bitmap_from",
     "build",
     "compact",
+    "drop",
+    "grouped",
+    "person_sets",
+    "project_sources",
     "rollup_timezone",
 ]
 
@@ -60,30 +64,37 @@ def rollup_timezone(cur: duckdb.DuckDBPyConnection, project_id: int) -> str | No
     return str(rows[0][0]) if rows else None
 
 
-def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) -> int:
-    """Append bitmaps for (day, event, person_id) rows sorted by day, event, person_id; returns rows added."""
+def person_sets(table: pa.Table) -> Iterator[tuple[int, str | None, BitMap]]:
+    """The sets in (day, event, person_id) rows sorted by day, event, person_id (``day`` in days since
+    1970-01-01): one per (day, event), then one per day for any event (``event`` None)."""
     if table.num_rows == 0:
-        return 0
+        return
     day = table.column("day").to_numpy()
     person = table.column("person_id").to_numpy()
     event = table.column("event").combine_chunks().dictionary_encode()
     names = event.dictionary.to_pylist()
     code = event.indices.to_numpy()
-    out_day: list[int] = []
-    out_event: list[str | None] = []
-    out_blob: list[bytes] = []
     starts = np.flatnonzero(np.concatenate([[True], (day[1:] != day[:-1]) | (code[1:] != code[:-1])]))
     ends = np.append(starts[1:], len(day))
     for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        out_day.append(int(day[lo]))
-        out_event.append(names[int(code[lo])])
-        out_blob.append(bitmap_from(person[lo:hi]).serialize())
+        yield int(day[lo]), names[int(code[lo])], bitmap_from(person[lo:hi])
     day_starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
     day_ends = np.append(day_starts[1:], len(day))
     for lo, hi in zip(day_starts.tolist(), day_ends.tolist(), strict=True):
-        out_day.append(int(day[lo]))
-        out_event.append(None)
-        out_blob.append(bitmap_from(np.unique(person[lo:hi])).serialize())
+        yield int(day[lo]), None, bitmap_from(np.unique(person[lo:hi]))
+
+
+def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) -> int:
+    """Append bitmaps for (day, event, person_id) rows sorted by day, event, person_id; returns rows added."""
+    out_day: list[int] = []
+    out_event: list[str | None] = []
+    out_blob: list[bytes] = []
+    for day, event, persons in person_sets(table):
+        out_day.append(day)
+        out_event.append(event)
+        out_blob.append(persons.serialize())
+    if not out_day:
+        return 0
     rows = pa.table(
         {
             "day": pa.array(out_day, pa.int32()),
@@ -101,14 +112,15 @@ def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) ->
     return len(out_day)
 
 
-def _grouped(
+def grouped(
     cur: duckdb.DuckDBPyConnection,
     source: str,
     persons: str,
     timezone: str,
     where: str = "TRUE",
 ) -> pa.Table:
-    """(day, event, person_id) of the events in ``source``, persons from ``persons`` (distinct_id, person_id)."""
+    """(day, event, person_id) of the events in ``source``, persons from ``persons`` (distinct_id, person_id),
+    grouped and sorted as :func:`person_sets` needs them; ``day`` counts days since 1970-01-01, local time."""
     day = _DAY.format(local=_local("e.timestamp", timezone))
     return cur.sql(
         f"""SELECT CAST({day} - DATE '1970-01-01' AS INTEGER) AS day, e.event, p.person_id
@@ -122,11 +134,25 @@ BUILD_DAYS = 7
 """A build reads this many days of events at a time, so memory stays bounded whatever the store's size."""
 
 
-def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
-    """(Re)build ``project_id``'s rollup from its stored events in ``timezone``; returns rows written."""
+def drop(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+    """Remove ``project_id``'s rollup: queries then read raw events until it is built again."""
+    cur.execute("DELETE FROM rollup_projects WHERE project_id = ?", [project_id])
     cur.execute("DELETE FROM rollup_persons WHERE project_id = ?", [project_id])
     cur.execute("DELETE FROM rollup_merges WHERE project_id = ?", [project_id])
-    cur.execute("DELETE FROM rollup_projects WHERE project_id = ?", [project_id])
+
+
+def project_sources(project_id: int) -> tuple[str, str]:
+    """SQL sources of ``project_id``'s stored events and of its distinct ids, for :func:`grouped`."""
+    pid = int(project_id)
+    return (
+        f"(SELECT * FROM events WHERE project_id = {pid})",
+        f"(SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = {pid})",
+    )
+
+
+def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
+    """(Re)build ``project_id``'s rollup from its stored events in ``timezone``; returns rows written."""
+    drop(cur, project_id)
     cur.execute(
         "INSERT INTO rollup_projects VALUES (?, ?, ?)",
         [project_id, timezone, datetime.now(UTC).replace(tzinfo=None)],
@@ -137,8 +163,7 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
     if lo is None:
         return 0
     local_day = _DAY.format(local=_local("e.timestamp", timezone))
-    source = f"(SELECT * FROM events WHERE project_id = {int(project_id)})"
-    persons = f"(SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = {int(project_id)})"
+    source, persons = project_sources(project_id)
     written = 0
     # Local days in chunks; the UTC bounds are padded by a day on each side (no offset exceeds one day),
     # and the local-day test keeps each event in exactly one chunk.
@@ -150,7 +175,7 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
             f"AND e.timestamp < TIMESTAMP '{last + timedelta(days=2)}' "
             f"AND {local_day} BETWEEN DATE '{first}' AND DATE '{last}'"
         )
-        written += _append(cur, project_id, _grouped(cur, source, persons, timezone, where))
+        written += _append(cur, project_id, grouped(cur, source, persons, timezone, where))
         first = last + timedelta(days=1)
     return written
 
@@ -161,7 +186,7 @@ def add_staged(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -
     The write path leaves the batch's ids and persons in the temp table ``batch_persons``, so this never
     scans the project's whole id table.
     """
-    return _append(cur, project_id, _grouped(cur, "staged", "batch_persons", timezone))
+    return _append(cur, project_id, grouped(cur, "staged", "batch_persons", timezone))
 
 
 def add_merges(cur: duckdb.DuckDBPyConnection, project_id: int, remap: Iterable[tuple[int, int]]) -> None:
