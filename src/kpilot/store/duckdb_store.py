@@ -7,7 +7,7 @@ and records ingest statistics in a single transaction: a batch is either fully s
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,7 +24,10 @@ from kpilot.store import rollup_store
 from kpilot.store.identity import plan_identity
 from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
 
-__all__ = ["COMPACT_AFTER", "DEDUP_WINDOW", "BatchResult", "EventStore"]
+__all__ = ["COMPACT_AFTER", "DEDUP_WINDOW", "BatchResult", "EventStore", "InTransaction"]
+
+InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
+"""Extra work a caller runs inside a write's transaction (see :meth:`EventStore.write_batch`)."""
 
 DEDUP_WINDOW = timedelta(days=1)
 """A message id counts as a duplicate of a stored event whose timestamp is within this window of it."""
@@ -122,10 +125,22 @@ class EventStore:
             cur.close()
 
     def write_batch(
-        self, project_id: int, events: Sequence[Normalized], received_at: datetime | None = None
+        self,
+        project_id: int,
+        events: Sequence[Normalized],
+        received_at: datetime | None = None,
+        *,
+        also: InTransaction | None = None,
     ) -> BatchResult:
-        """Store ``events`` atomically; duplicates (same uuid within :data:`DEDUP_WINDOW`) are dropped."""
+        """Store ``events`` atomically; duplicates (same uuid within :data:`DEDUP_WINDOW`) are dropped.
+
+        ``also`` runs inside the same transaction after the events are written (the server records how far
+        it has applied its ingestion log there, so the log position and the events commit together).
+        """
         if not events:
+            if also is not None:
+                with self._transaction() as cur:
+                    also(cur)
             return BatchResult(0, 0, 0)
         now = received_at or datetime.now(UTC).replace(tzinfo=None)
         table = pa.Table.from_pydict(
@@ -146,7 +161,7 @@ class EventStore:
                 prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, False))
             for key, value in e.set_once_props.items():
                 prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, True))
-        return self.write_arrow(project_id, table, merges, prop_rows)
+        return self.write_arrow(project_id, table, merges, prop_rows, also=also)
 
     def write_arrow(
         self,
@@ -154,6 +169,8 @@ class EventStore:
         table: pa.Table,
         merges: Sequence[tuple[str, str]],
         prop_rows: Sequence[tuple[str, str, str | None, datetime, bool]],
+        *,
+        also: InTransaction | None = None,
     ) -> BatchResult:
         """Store a canonical event table (columns of ``_EVENT_SCHEMA``) with its identity side effects."""
         received = table.num_rows
@@ -188,6 +205,8 @@ class EventStore:
             cur.unregister("batch_all")
             accepted = cur.execute("SELECT count(*) FROM staged").fetchone()[0]  # type: ignore[index]
             cur.execute("DROP TABLE staged")
+            if also is not None:
+                also(cur)
         return BatchResult(received, int(accepted), received - int(accepted))
 
     def _drop_stored_duplicates(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
