@@ -78,10 +78,16 @@ class ThreadServer:
     def app_state(self) -> Any:
         return self.server.config.app.state.kpilot  # type: ignore[union-attr]
 
+    def flush(self) -> None:
+        """Wait until the server stored every event it acknowledged (it applies its log in the background)."""
+        assert self.app_state.writer.flush(timeout=60), "the ingestion writer did not catch up"
+
     def query(self, project: str, spec: dict[str, Any]) -> dict[str, Any]:
+        self.flush()
         return run_query(DuckDBEngine(self.ws.store), self.ws.project(project), parse_spec(spec))
 
     def sql(self, sql: str, params: list[Any] | None = None) -> list[tuple[Any, ...]]:
+        self.flush()
         return self.ws.store.fetchall(sql, params)
 
 

@@ -26,6 +26,8 @@ class Api:
 
     @property
     def ws(self) -> Any:
+        """The served workspace, once the server stored every event it acknowledged."""
+        self.server.flush()
         return self.server.ws
 
     def events(self, project: str = "alpha") -> list[tuple[Any, ...]]:
@@ -364,10 +366,13 @@ def test_rudderstack_context_traits_and_posthog_top_level_set(api: Api) -> None:
 
 def test_health_reports_writer_counters(api: Api) -> None:
     api.segment({"batch": [seg(who=str(i)) for i in range(5)]})
+    api.server.flush()
     body = api.client.get("/health").json()
     assert body["status"] == "ok"
     assert body["writer"]["events_stored"] == 5
+    assert body["writer"]["requests"] == 1 and body["writer"]["log_flushes"] == 1
     assert body["store_memory_bytes"] >= 0 and body["pending_events"] == 0
+    assert body["ingest_log"]["applied"] == body["ingest_log"]["logged"] > 0
 
 
 def test_cors_preflight_only_on_ingestion_paths(api: Api) -> None:

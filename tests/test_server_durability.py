@@ -1,4 +1,5 @@
-"""Durability and the single writer: acknowledged events survive SIGKILL; requests share group commits;
+"""Durability and the single writer: acknowledged events survive SIGKILL; replies wait for the ingestion
+log, and the store takes logged requests in bulk;
 ``kpilot query`` and the metadata commands work while ``kpilot serve`` holds the store."""
 
 from __future__ import annotations
@@ -109,15 +110,14 @@ def test_serve_refuses_a_second_server_on_the_same_workspace(tmp_path: Path) -> 
     assert "Traceback" not in server.log()
 
 
-def test_requests_share_group_commits_and_replies_wait_for_the_commit(tmp_path: Path) -> None:
+def test_replies_wait_for_the_log_and_the_store_applies_requests_in_bulk(tmp_path: Path) -> None:
     home = tmp_path / "ws"
     keys = make_workspace(home)
     server = start_thread_server(home)
     try:
         writer = server.app_state.writer
-        lock = server.ws.store._write_lock
         replies: list[int] = []
-        with lock:  # hold the store's write lock: the writer thread blocks inside its first commit
+        with server.ws.store._write_lock:  # the store takes nothing: the applier blocks in its first write
             threads = [
                 threading.Thread(
                     target=lambda: replies.append(
@@ -130,16 +130,19 @@ def test_requests_share_group_commits_and_replies_wait_for_the_commit(tmp_path: 
             ]
             for t in threads:
                 t.start()
-            while writer.pending_events < 80:  # all 8 requests are queued (and none could have been answered)
-                threading.Event().wait(0.01)
-            assert replies == []
-        for t in threads:
-            t.join()
-        assert replies == [200] * 8
-        # the first request's commit was under way when the other 7 arrived: they share the second commit
-        assert writer.stats.requests == 8
+            for t in threads:
+                t.join()
+            # Every request is acknowledged (it is in the log on disk) although none is in the store yet.
+            assert replies == [200] * 8
+            assert writer.pending_events == 80
+            assert writer.positions["logged"] > writer.positions["applied"]
+            assert server.ws.store.fetchall("SELECT count(*) FROM events") == [(0,)]
+        assert writer.flush(timeout=60)
+        assert server.ws.store.fetchall("SELECT count(*) FROM events") == [(80,)]
+        assert writer.stats.requests == 8 and 1 <= writer.stats.log_flushes <= 8
+        # the first request's transaction was under way when the other 7 were logged: they share the next
         assert 1 <= writer.stats.commits <= 2
-        assert server.sql("SELECT count(*) FROM events") == [(80,)]
+        assert writer.pending_events == 0
     finally:
         server.stop()
 

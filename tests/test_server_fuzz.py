@@ -132,6 +132,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ThreadSer
     with httpx.Client(base_url=server.url, timeout=30) as client:
         yield server, key, client
     assert server.app_state.writer.stats.failed_requests == 0
+    assert server.app_state.writer.stats.failed_records == 0
     server.stop()
 
 

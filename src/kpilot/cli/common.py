@@ -86,7 +86,9 @@ def open_workspace(
     if server is not None:
         # RemoteStore offers EventStore's read interface and write_batch; anything else raises an error
         # that names the server.
-        store = cast(EventStore, RemoteStore(server, st.home / "events.duckdb", read_only=read_only))
+        remote = RemoteStore(server, st.home / "events.duckdb", read_only=read_only)
+        remote.flush_ingestion()  # read every event the server acknowledged before this command
+        store = cast(EventStore, remote)
         ws = Workspace.open(st.home, st.metadata_url, read_only=read_only, store=store)
     try:
         yield ws

@@ -10,6 +10,8 @@ from rich.markup import escape
 from kpilot.cli.common import JsonOpt, ProjectOpt, console, emit_json, fail, state
 from kpilot.errors import KpilotError
 from kpilot.keys import list_warnings, open_metadata, project_by_name
+from kpilot.server.discovery import read_server_file
+from kpilot.store.remote import flush_ingestion
 
 app = typer.Typer(help="What the ingestion server did with the events it received.", no_args_is_help=True)
 
@@ -24,6 +26,9 @@ def warnings(
     """List ingestion warnings: what was dropped or changed, why, when, and by which key."""
     st = state(ctx)
     try:
+        server = read_server_file(st.home)
+        if server is not None:  # warnings of acknowledged requests are recorded as they are stored
+            flush_ingestion(server)
         meta = open_metadata(st.home, st.metadata_url)
         try:
             chosen = project or st.project

@@ -1,8 +1,9 @@
 """The ASGI application factory: routers, error shapes, and the lifespan that owns the workspace.
 
-At startup the lifespan opens the workspace read-write (unless one is handed in), starts the single
-writer thread and, when the server's address is known, writes ``server.json``. At shutdown it stops
-accepting writes, lets the writer commit everything queued, removes ``server.json`` and closes the store.
+At startup the lifespan opens the workspace read-write (unless one is handed in), starts the ingestion
+writer (which first stores whatever its log holds that the store lacks) and, when the server's address is
+known, writes ``server.json``. At shutdown it stops accepting writes, lets the writer store everything
+acknowledged, removes ``server.json`` and closes the store.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -25,7 +27,7 @@ from kpilot.server.deps import KeyCache, ServerState
 from kpilot.server.discovery import ServerInfo, remove_server_file, write_server_file
 from kpilot.server.errors import IngestError, error_response, protocol_of
 from kpilot.server.settings import ServerSettings
-from kpilot.server.writer import GroupCommitWriter
+from kpilot.server.writer import IngestWriter
 from kpilot.workspace import Workspace
 
 __all__ = ["create_app"]
@@ -47,13 +49,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ws = workspace or Workspace.open(settings.home, settings.metadata_url)
-        writer = GroupCommitWriter(
+        writer = IngestWriter(
             ws.store,
             ws.meta,
+            ws.home / "ingest-log",
+            future_tolerance=timedelta(hours=settings.future_tolerance_hours),
             commit_max_events=settings.commit_max_events,
             queue_max_events=settings.queue_max_events,
         )
-        writer.start()
+        writer.start()  # first applies what a previous run acknowledged but had not stored
         token = secrets.token_urlsafe(32)
         app.state.kpilot = ServerState(settings, ws, writer, KeyCache(ws, settings.key_cache_seconds), token)
         pid = os.getpid()

@@ -16,7 +16,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from kpilot.keys import KeyKind, KeyOwner, resolve_key
 from kpilot.server.errors import IngestError
 from kpilot.server.settings import ServerSettings
-from kpilot.server.writer import GroupCommitWriter
+from kpilot.server.writer import IngestWriter
 from kpilot.workspace import ProjectInfo, Workspace
 
 __all__ = [
@@ -71,7 +71,7 @@ class KeyCache:
 class ServerState:
     settings: ServerSettings
     ws: Workspace
-    writer: GroupCommitWriter
+    writer: IngestWriter
     keys: KeyCache
     admin_token: str
 
@@ -88,12 +88,12 @@ def get_settings(state: StateDep) -> ServerSettings:
     return state.settings
 
 
-def get_writer(state: StateDep) -> GroupCommitWriter:
+def get_writer(state: StateDep) -> IngestWriter:
     return state.writer
 
 
 SettingsDep = Annotated[ServerSettings, Depends(get_settings)]
-WriterDep = Annotated[GroupCommitWriter, Depends(get_writer)]
+WriterDep = Annotated[IngestWriter, Depends(get_writer)]
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 

@@ -23,6 +23,7 @@ def health(writer: WriterDep, state: StateDep) -> dict[str, Any]:
         "status": "ok",
         "version": __version__,
         "pending_events": writer.pending_events,
+        "ingest_log": writer.positions,
         "store_memory_bytes": int(rows[0][0]),
         "writer": writer.stats.as_dict(),
     }

@@ -29,7 +29,7 @@ from kpilot.collect.timestamps import parse_timestamp
 from kpilot.keys import KeyOwner, WarningRow
 from kpilot.server.errors import IngestError
 
-__all__ = ["Prepared", "prepare"]
+__all__ = ["Prepared", "check_event_sizes", "prepare"]
 
 _TIME_KEYS = ("timestamp", "originalTimestamp", "sentAt", "sent_at")
 
@@ -53,14 +53,7 @@ def prepare(
 ) -> Prepared:
     """Normalise ``messages``; ``defaults`` fill keys a message lacks (batch-level ``sentAt``, ``context``)."""
     if check_sizes:
-        for i, msg in enumerate(messages):
-            size = len(orjson.dumps(msg))
-            if size > max_event_bytes:
-                raise IngestError(
-                    400,
-                    "event_too_large",
-                    f"message {i} is {size} bytes, more than the limit of {max_event_bytes} bytes",
-                )
+        check_event_sizes(messages, max_event_bytes)
     out = Prepared()
     latest = received_at + future_tolerance
     checked: dict[Any, bool] = {}  # timestamps repeat within a batch (always so for a batch-level sentAt)
@@ -116,6 +109,18 @@ def prepare(
             event.timestamp = received_at
         out.events.append(event)
     return out
+
+
+def check_event_sizes(messages: Sequence[Any], max_event_bytes: int) -> None:
+    """Rule 1: 400 ``event_too_large`` when one message's JSON is larger than ``max_event_bytes``."""
+    for i, msg in enumerate(messages):
+        size = len(orjson.dumps(msg))
+        if size > max_event_bytes:
+            raise IngestError(
+                400,
+                "event_too_large",
+                f"message {i} is {size} bytes, more than the limit of {max_event_bytes} bytes",
+            )
 
 
 def _valid_time(value: Any) -> bool:

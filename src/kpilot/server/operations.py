@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import duckdb
 import orjson
@@ -99,6 +99,15 @@ async def batch(project_id: int, request: Request, state: StateDep, _admin: Admi
         return JSONResponse(await _run(write))
     except _OperationFailed as failed:
         return error_reply(failed.error)
+
+
+@router.post("/ingestion/flush")
+async def flush(state: StateDep, _admin: AdminDep) -> dict[str, Any]:
+    """Wait (up to 30 s) until every event acknowledged before this call is in the store.
+
+    The CLI calls this before it works through a running server, so it sees every acknowledged event."""
+    done = await run_in_threadpool(state.writer.flush)
+    return {"flushed": done, **state.writer.positions}
 
 
 class RollupRequest(BaseModel):

@@ -8,7 +8,7 @@ The body is one event, ``{"batch": [...]}`` or a bare array of events. The proje
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -16,7 +16,8 @@ from fastapi import APIRouter, Request, Response
 from kpilot.server.body import decode_json, read_body
 from kpilot.server.deps import StateDep
 from kpilot.server.errors import IngestError
-from kpilot.server.ingest import prepare
+from kpilot.server.ingest import check_event_sizes
+from kpilot.server.writer import LogRecord
 
 __all__ = ["router"]
 
@@ -49,17 +50,11 @@ async def capture(request: Request, state: StateDep) -> Response:
     else:
         raise IngestError(400, "invalid_payload", 'the body must be an event, an array or {"batch": [...]}')
     owner = state.keys.owner(_project_key(request, top, messages))
-    prepared = prepare(
-        messages,
-        source="posthog",
-        owner=owner,
-        received_at=received_at,
-        max_event_bytes=settings.posthog_max_event_bytes,
-        future_tolerance=timedelta(hours=settings.future_tolerance_hours),
-        defaults=defaults,
-        check_sizes=len(body) > settings.posthog_max_event_bytes,
+    if len(body) > settings.posthog_max_event_bytes:
+        check_event_sizes(messages, settings.posthog_max_event_bytes)
+    await state.writer.submit(
+        LogRecord(owner.project_id, owner.key_id, "posthog", received_at, messages, defaults)
     )
-    await state.writer.submit(owner.project_id, prepared.events, prepared.warnings)
     return Response(_OK, media_type="application/json")
 
 

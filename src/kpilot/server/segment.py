@@ -8,7 +8,7 @@ Success is ``{"success": true}``; errors are ``{"code", "message"}`` (see :mod:`
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -17,7 +17,8 @@ from fastapi.responses import JSONResponse
 from kpilot.server.body import decode_json, read_body
 from kpilot.server.deps import StateDep, basic_auth_user
 from kpilot.server.errors import IngestError
-from kpilot.server.ingest import prepare
+from kpilot.server.ingest import check_event_sizes
+from kpilot.server.writer import LogRecord
 
 __all__ = ["router"]
 
@@ -58,17 +59,11 @@ async def ingest(request: Request, state: StateDep, call: str) -> Response:
         message = {k: v for k, v in payload.items() if k != "writeKey"}
         message.setdefault("type", kind)
         messages = [message]
-    prepared = prepare(
-        messages,
-        source="segment",
-        owner=owner,
-        received_at=received_at,
-        max_event_bytes=settings.segment_max_event_bytes,
-        future_tolerance=timedelta(hours=settings.future_tolerance_hours),
-        defaults=defaults,
-        check_sizes=len(body) > settings.segment_max_event_bytes,
+    if len(body) > settings.segment_max_event_bytes:
+        check_event_sizes(messages, settings.segment_max_event_bytes)
+    await state.writer.submit(
+        LogRecord(owner.project_id, owner.key_id, "segment", received_at, messages, defaults)
     )
-    await state.writer.submit(owner.project_id, prepared.events, prepared.warnings)
     return Response(_OK, media_type="application/json")
 
 

@@ -277,6 +277,19 @@ class RemoteCursor:
         self.close()
 
 
+def flush_ingestion(server: ServerInfo) -> None:
+    """``POST /api/ingestion/flush`` on ``server``: returns once every acknowledged event is stored (or the
+    server gave up waiting after 30 s; the command then reads what is stored)."""
+    try:
+        status, _, body = post(server, "/api/ingestion/flush", b"{}", "application/json", timeout=TIMEOUT)
+    except OSError as exc:
+        raise WorkspaceError(
+            f"the kpilot server at {server.url} (pid {server.pid}) did not answer: {exc}"
+        ) from exc
+    if status != 200:
+        raise error_from_reply(server, status, body, None)
+
+
 class RemoteStore:
     """:class:`EventStore`'s read interface and ``write_batch``, served by the running ``kpilot serve``."""
 
@@ -323,6 +336,11 @@ class RemoteStore:
             return BatchResult(0, 0, 0)
         reply = json.loads(self._post(f"/api/batches/{project_id}", encode_batch(events, received_at)))
         return BatchResult(int(reply["received"]), int(reply["accepted"]), int(reply["deduplicated"]))
+
+    def flush_ingestion(self) -> None:
+        """Wait until the server has stored every event it acknowledged so far (its ingestion log is
+        applied in the background), so that what this command reads includes them."""
+        flush_ingestion(self.server)
 
     def ensure_rollups(self, project_id: int, timezone: str) -> bool:
         """Have the server build ``project_id``'s rollup in ``timezone`` unless it has it (a project created
