@@ -17,9 +17,9 @@ from kpilot.workspace import ProjectInfo, Workspace
 class Env:
     """A workspace with one project; ``load`` stores events, ``query`` runs a spec dict.
 
-    ``query`` answers the way users get answers (from the rollups when they can, raw events otherwise) and,
-    whenever the rollups answered, checks that raw events give exactly the same result: every test that
-    queries through ``Env`` covers both paths.
+    ``query`` answers the way users get answers (from the rollups or the materialised sessions when they
+    can, raw events otherwise) and, whenever they answered, checks that raw events give exactly the same
+    result: every test that queries through ``Env`` covers both paths.
     """
 
     def __init__(self, ws: Workspace, project: ProjectInfo) -> None:
@@ -34,9 +34,10 @@ class Env:
     def query(self, spec: dict[str, Any]) -> dict[str, Any]:
         parsed = parse_spec(spec)
         got = run_query(self.engine, self.project, parsed)
-        if self.engine.last_source == "rollups":
+        if self.engine.last_source in ("rollups", "sessions"):
             raw = run_query(self.raw_engine, self.project, parsed)
-            assert got == raw, f"rollups and raw events disagree for {spec}:\n{got}\n{raw}"
+            source = self.engine.last_source
+            assert got == raw, f"{source} and raw events disagree for {spec}:\n{got}\n{raw}"
         return got
 
     def other_project(self, name: str = "other", timezone: str = "UTC") -> Env:

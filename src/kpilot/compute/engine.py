@@ -44,7 +44,8 @@ class DuckDBEngine:
     """Runs queries on the embedded store through a fresh cursor each time (safe across threads).
 
     With ``rollups`` (the default, setting ``KPILOT_ROLLUPS``), specs the store's rollup can answer are
-    answered from it (:mod:`kpilot.compute.rollups`); the rest from raw events.
+    answered from it (:mod:`kpilot.compute.rollups`), sessions specs its materialised sessions can answer
+    from those (:mod:`kpilot.compute.sessions_mat`); the rest from raw events.
     """
 
     def __init__(self, store: EventStore, *, rollups: bool | None = None) -> None:
@@ -55,11 +56,18 @@ class DuckDBEngine:
             rollups = get_settings().rollups
         self.rollups = rollups
         self.last_source = "events"
-        """Where the last :func:`run_query` answer came from: "rollups" or "events"."""
+        """Where the last :func:`run_query` answer came from: "rollups", "sessions" or "events"."""
 
     def from_rollups(self, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any] | None:
+        self.last_source = "events"
         if not self.rollups:
             return None
+        if isinstance(spec, SessionsSpec):
+            from kpilot.compute.sessions_mat import answer_from_store as from_sessions
+
+            got = from_sessions(self.store, project, spec)
+            self.last_source = "events" if got is None else "sessions"
+            return got
         from kpilot.compute.rollups import answer_from_store
 
         got = answer_from_store(self.store, project.id, project.timezone, project.week_start, spec)

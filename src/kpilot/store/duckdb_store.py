@@ -20,11 +20,19 @@ import pyarrow as pa
 
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
-from kpilot.store import rollup_store
+from kpilot.store import rollup_store, session_store
 from kpilot.store.identity import plan_identity
 from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
 
-__all__ = ["COMPACT_AFTER", "DEDUP_WINDOW", "BatchResult", "EventStore", "InTransaction"]
+__all__ = [
+    "COMPACT_AFTER",
+    "DEDUP_WINDOW",
+    "BatchResult",
+    "EventStore",
+    "InTransaction",
+    "PropRow",
+    "canonical_batch",
+]
 
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
 """Extra work a caller runs inside a write's transaction (see :meth:`EventStore.write_batch`)."""
@@ -64,6 +72,7 @@ class EventStore:
         """Keep the rollups of projects that have one current on every write (off: they are dropped)."""
         self._rollup_tz: dict[int, str | None] = {}
         self._rollup_deltas: dict[int, int] = {}
+        self._sessions = session_store.Upkeep()
         try:
             self.conn = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
@@ -120,6 +129,7 @@ class EventStore:
                 cur.execute("ROLLBACK")
                 cur.close()
                 self._rollup_tz.clear()  # what the rolled-back work cached may not hold
+                self._sessions.forget()
                 raise
             cur.execute("COMMIT")
             cur.close()
@@ -143,24 +153,7 @@ class EventStore:
                     also(cur)
             return BatchResult(0, 0, 0)
         now = received_at or datetime.now(UTC).replace(tzinfo=None)
-        table = pa.Table.from_pydict(
-            {
-                "uuid": [e.uuid for e in events],
-                "event": [e.event for e in events],
-                "distinct_id": [e.distinct_id for e in events],
-                "timestamp": [e.timestamp for e in events],
-                "properties": [e.properties_json() for e in events],
-                "received_at": [now] * len(events),
-            },
-            schema=_EVENT_SCHEMA,
-        )
-        merges = [m for e in events for m in e.merges]
-        prop_rows: list[tuple[str, str, str | None, datetime, bool]] = []
-        for e in events:
-            for key, value in e.set_props.items():
-                prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, False))
-            for key, value in e.set_once_props.items():
-                prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, True))
+        table, merges, prop_rows = canonical_batch(events, [now] * len(events))
         return self.write_arrow(project_id, table, merges, prop_rows, also=also)
 
     def write_arrow(
@@ -192,6 +185,7 @@ class EventStore:
                 [project_id],
             )
             self._maintain_rollups(cur, project_id, remap)
+            self._sessions.maintain(cur, project_id, remap, keep=self.maintain_rollups)
             cur.execute("DROP TABLE IF EXISTS batch_persons")
             cur.register("batch_all", table.select(["event", "timestamp"]))
             cur.execute(
@@ -386,6 +380,7 @@ class EventStore:
         if self.read_only or not self.maintain_rollups:
             return False
         with self._transaction() as cur:
+            self._sessions.ensure(cur, project_id)  # materialised sessions (timezone-free), when missing
             if rollup_store.rollup_timezone(cur, project_id) == timezone:
                 return False
             rollup_store.build(cur, project_id, timezone)
@@ -403,6 +398,36 @@ class EventStore:
     def checkpoint(self) -> None:
         with self._write_lock:
             self.conn.execute("CHECKPOINT")
+
+
+PropRow = tuple[str, str, str | None, datetime, bool]
+"""A person property set by an event: distinct id, key, value as text, event time, set-once."""
+
+
+def canonical_batch(
+    events: Sequence[Normalized], received_at: Sequence[datetime]
+) -> tuple[pa.Table, list[tuple[str, str]], list[PropRow]]:
+    """What :meth:`EventStore.write_arrow` takes for ``events``: the event table (``received_at`` per event),
+    the merges and the person property rows, in event order."""
+    table = pa.Table.from_pydict(
+        {
+            "uuid": [e.uuid for e in events],
+            "event": [e.event for e in events],
+            "distinct_id": [e.distinct_id for e in events],
+            "timestamp": [e.timestamp for e in events],
+            "properties": [e.properties_json() for e in events],
+            "received_at": received_at,
+        },
+        schema=_EVENT_SCHEMA,
+    )
+    merges = [m for e in events for m in e.merges]
+    prop_rows: list[PropRow] = []
+    for e in events:
+        for key, value in e.set_props.items():
+            prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, False))
+        for key, value in e.set_once_props.items():
+            prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, True))
+    return table, merges, prop_rows
 
 
 def _prop_text(value: Any) -> str | None:

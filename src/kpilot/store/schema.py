@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "SCHEMA_SQL", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL);
@@ -67,6 +67,21 @@ CREATE TABLE IF NOT EXISTS rollup_merges (
     absorbed BIGINT NOT NULL,
     survivor BIGINT NOT NULL
 );
+-- materialised sessions (kpilot.store.session_store): one row per session of every current person
+CREATE TABLE IF NOT EXISTS session_projects (
+    project_id INTEGER NOT NULL,
+    inactivity_seconds INTEGER NOT NULL,
+    max_seconds INTEGER NOT NULL,
+    built_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS person_sessions (
+    project_id INTEGER NOT NULL,
+    person_id BIGINT NOT NULL,
+    start_ts TIMESTAMP NOT NULL,
+    end_ts TIMESTAMP NOT NULL,
+    run_start TIMESTAMP NOT NULL,
+    events STRUCT(event VARCHAR, n INTEGER)[] NOT NULL
+);
 CREATE OR REPLACE VIEW person_properties AS
 WITH resolved AS (
     SELECT w.project_id, p.person_id, w.key,
@@ -89,4 +104,6 @@ UPDATE events SET uuid_hash = md5_number_lower(uuid) WHERE uuid_hash IS NULL;
 """,
     # v3 adds the rollup tables (created by SCHEMA_SQL); projects get their rollup when the workspace opens.
     3: "SELECT 1;",
+    # v4 adds the materialised session tables; projects get their sessions built when the workspace opens.
+    4: "SELECT 1;",
 }

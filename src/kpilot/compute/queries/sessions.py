@@ -47,7 +47,17 @@ from kpilot.compute.queries import breakdown as bdmod
 from kpilot.compute.spec import SessionsSpec
 from kpilot.errors import SpecError
 
-__all__ = ["MAX_CAP_PASSES", "cap_passes_sql", "run", "sessions_fast_sql", "sessions_sql"]
+__all__ = [
+    "MAX_CAP_PASSES",
+    "assemble",
+    "cap_passes_sql",
+    "count_sql",
+    "run",
+    "scored_sql",
+    "sessions_fast_sql",
+    "sessions_sql",
+    "too_many_passes",
+]
 
 MAX_CAP_PASSES = 200
 """Upper bound on ``max_hours`` passes; more means months of unbroken activity (usually a bot)."""
@@ -57,6 +67,14 @@ _COLS = "person_id, event, ts, bd, t, run_no"
 
 def _in_list(col: str, names: Sequence[str]) -> str:
     return f"{col} IN (" + ", ".join(lit(n) for n in sorted(set(names))) + ")" if names else "FALSE"
+
+
+def count_sql(col: str, names: Sequence[str]) -> str:
+    """SQL counting the events of a session named in ``names``, from its ``LIST<STRUCT(event, n)>`` column
+    (materialised sessions, :mod:`kpilot.compute.sessions_mat`)."""
+    if not names:
+        return "0"
+    return f"coalesce(list_sum([x.n FOR x IN {col} IF {_in_list('x.event', names)}]), 0)"
 
 
 def _runs_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None, seg0: bool = True) -> str:
@@ -144,12 +162,12 @@ def sessions_sql(ctx: QueryContext, spec: SessionsSpec, bd: str | None, passes: 
         f"    MAX(t) - MIN(t) AS duration,\n"
         f"    SUM(CASE WHEN {_in_list('event', spec.pageview_events)} THEN 1 ELSE 0 END) AS pageviews,\n"
         f"    SUM(CASE WHEN {_in_list('event', spec.key_events)} THEN 1 ELSE 0 END) AS key_hits\n"
-        f"  FROM marked GROUP BY person_id, run_no, seg_start\n" + _scored_sql(ctx, spec)
+        f"  FROM marked GROUP BY person_id, run_no, seg_start\n" + scored_sql(ctx, spec)
     )
     return "\n".join(parts)
 
 
-def _scored_sql(ctx: QueryContext, spec: SessionsSpec) -> str:
+def scored_sql(ctx: QueryContext, spec: SessionsSpec) -> str:
     """From CTE ``sess`` (one row per session) to the reported rows (continues a WITH list)."""
     engaged = (
         f"CASE WHEN duration > {spec.engaged_seconds} OR key_hits > 0 OR pageviews >= 2 THEN 1 ELSE 0 END"
@@ -183,7 +201,7 @@ def sessions_fast_sql(ctx: QueryContext, spec: SessionsSpec) -> str:
         f"    MAX(t) - MIN(t) AS duration,\n"
         f"    SUM(CASE WHEN {_in_list('event', spec.pageview_events)} THEN 1 ELSE 0 END) AS pageviews,\n"
         f"    SUM(CASE WHEN {_in_list('event', spec.key_events)} THEN 1 ELSE 0 END) AS key_hits\n"
-        f"  FROM runs GROUP BY person_id, run_no\n" + _scored_sql(ctx, spec) + f"\nUNION ALL\n"
+        f"  FROM runs GROUP BY person_id, run_no\n" + scored_sql(ctx, spec) + f"\nUNION ALL\n"
         f"SELECT 'x' AS lvl, NULL AS bd, NULL AS bucket,\n"
         f"  coalesce(max(floor(duration / {cap})), 0) AS sessions, 0 AS persons,\n"
         f"  NULL AS avg_duration, NULL AS median_duration, 0 AS engaged\n"
@@ -224,17 +242,30 @@ def run(engine: Any, ctx: QueryContext, spec: SessionsSpec) -> dict[str, Any]:
     else:
         passes = int(engine.fetchall(cap_passes_sql(ctx, spec))[0][0] or 0)
     if passes > MAX_CAP_PASSES:
-        raise SpecError(
-            f"a person has an unbroken run of activity over {passes} x {spec.max_hours} h long; splitting it "
-            f"needs more than {MAX_CAP_PASSES} passes. Narrow the date range, filter out the automated "
-            f"traffic, or raise max_hours",
-            field="max_hours",
-        )
+        raise too_many_passes(passes, spec)
+    if rows is None or passes:
+        rows = engine.fetchall(sessions_sql(ctx, spec, bd_expr, passes))
+    return assemble(ctx, spec, rows, top)
+
+
+def too_many_passes(passes: int, spec: SessionsSpec) -> SpecError:
+    return SpecError(
+        f"a person has an unbroken run of activity over {passes} x {spec.max_hours} h long; splitting it "
+        f"needs more than {MAX_CAP_PASSES} passes. Narrow the date range, filter out the automated "
+        f"traffic, or raise max_hours",
+        field="max_hours",
+    )
+
+
+def assemble(
+    ctx: QueryContext, spec: SessionsSpec, rows: Sequence[Any], top: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The result JSON from rows (lvl, bd, bucket, sessions, persons, avg, median, engaged); rows with
+    ``lvl`` 'x' are ignored."""
+    start, end = spec.local_bounds()
     labels = buckets(start, end, spec.interval, ctx.week_start)
     per_bucket: dict[str, dict[datetime, dict[str, Any]]] = defaultdict(dict)
     totals: dict[str, dict[str, Any]] = {}
-    if rows is None or passes:
-        rows = engine.fetchall(sessions_sql(ctx, spec, bd_expr, passes))
     for lvl, bd_value, bucket, n, persons, avg, median, engaged in rows:
         if lvl == "x":
             continue

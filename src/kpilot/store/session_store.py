@@ -1,0 +1,486 @@
+"""Materialised sessions kept inside the event store (docs/queries/sessions.md, "Materialised sessions").
+
+The tables (see :mod:`kpilot.store.schema`):
+
+* ``session_projects(project_id, inactivity_seconds, max_seconds, built_at)``: which projects have
+  materialised sessions, and the splitting parameters they were built with (kpilot's defaults: 30 minutes,
+  24 hours).
+* ``person_sessions(project_id, person_id, start_ts, end_ts, run_start, events)``: one row per session of
+  every *current* person, built from all of the person's stored events: first and last event (UTC),
+  the first event of the inactivity run the session belongs to (a run is a chain of events with no gap
+  longer than the inactivity timeout; the ``max_hours`` cap cuts a run into sessions, measured from each
+  session's start), and the number of events per event name (``LIST<STRUCT(event, n)>``).
+
+Everything here runs inside the caller's write transaction, so the sessions change exactly when events do.
+
+**Upkeep** (:func:`maintain`). New events of a person can only change the person's runs that come within
+the inactivity timeout of them; every other run (and so every other session) stays as it is. For each
+person of the batch the stored sessions with ``end_ts >= first new event - gap`` and
+``run_start <= last new event + gap`` (the affected runs, from the earliest such session on) are read,
+deleted, and split again together with the new events, treating each stored session as one *element*
+(its events are known to chain with gaps of at most the timeout and to span at most the cap). The earliest
+element is a session start of the new stream too (nothing before it changed), so splitting from it gives
+the sessions the whole stream would. When the cap would cut *inside* a stored session (or inside two
+sessions that now overlap), the element's events are not known, and that person's affected window is split
+again from raw events instead. An identity merge does the same with every stored session of both persons.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import duckdb
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = [
+    "DEFAULT",
+    "SessionParams",
+    "Sessionized",
+    "Upkeep",
+    "build",
+    "drop",
+    "edge_sessions",
+    "maintain",
+    "params_of",
+    "sessionize",
+]
+
+_NONE = np.iinfo(np.int64).max
+"""No run-start hint for an element."""
+
+_EVENTS_TYPE = pa.list_(pa.struct([("event", pa.string()), ("n", pa.int32())]))
+_OUT_SCHEMA = pa.schema(
+    [
+        ("person_id", pa.int64()),
+        ("start_ts", pa.timestamp("us")),
+        ("end_ts", pa.timestamp("us")),
+        ("run_start", pa.timestamp("us")),
+        ("events", _EVENTS_TYPE),
+    ]
+)
+
+BUILD_EVENTS = 4_000_000
+"""A build splits the persons into chunks of about this many events, so memory stays bounded."""
+
+
+@dataclass(frozen=True, slots=True)
+class SessionParams:
+    inactivity_seconds: int
+    max_seconds: int
+
+
+DEFAULT = SessionParams(30 * 60, 24 * 3600)
+"""The materialised splitting: the sessions query's defaults (30 minutes idle, 24 hours at most)."""
+
+
+# ---- splitting ---------------------------------------------------------------------------------------------
+@dataclass(slots=True)
+class Sessionized:
+    """The sessions of sorted elements: ``of_element`` maps each element to its session."""
+
+    of_element: np.ndarray
+    person: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    run_start: np.ndarray
+    bad: set[int]
+    """Persons for whom the cap falls inside a composite element: their sessions are not valid."""
+
+
+def _seconds(us: np.ndarray) -> np.ndarray:
+    # The raw-event query compares epoch seconds as doubles (epoch(ts) = microseconds / 1e6); doing the
+    # same here makes every gap and cap decision the same, bit for bit.
+    return us.astype(np.float64) / 1e6
+
+
+def _cummax_by_person(first: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Per-person running maximum of ``end`` (rows sorted by person, then start)."""
+    idx = np.flatnonzero(first)
+    base = start[idx]
+    span = np.maximum.reduceat(end, idx) - base + 1
+    offsets = np.concatenate([[0], np.cumsum(span)[:-1]])
+    if offsets[-1] + span[-1] < 2**62:
+        seg = np.cumsum(first) - 1
+        shift = offsets[seg] - base[seg]
+        return np.asarray(np.maximum.accumulate(end + shift) - shift)
+    out = end.copy()  # the shifted values would overflow: a plain loop (never in practice)
+    for i in range(1, len(end)):
+        if not first[i]:
+            out[i] = max(out[i], out[i - 1])
+    return out
+
+
+def sessionize(
+    person: np.ndarray, start: np.ndarray, end: np.ndarray, hint: np.ndarray, params: SessionParams
+) -> Sessionized:
+    """Split elements sorted by (person, start, end) into sessions.
+
+    An element is one event (``start == end``) or a group of events known to chain with gaps of at most
+    the timeout and to last at most the cap (a stored session); ``hint`` is the start of the run an element
+    is known to belong to (``_NONE`` when unknown). Times are microseconds since 1970.
+    """
+    n = len(person)
+    if n == 0:
+        e = np.zeros(0, np.int64)
+        return Sessionized(e, e, e, e, e, set())
+    gap, cap = float(params.inactivity_seconds), float(params.max_seconds)
+    first = np.ones(n, dtype=bool)
+    first[1:] = person[1:] != person[:-1]
+    # 1. Overlapping elements (a new event inside a stored session, sessions of two merged persons) are
+    #    combined into one group; groups then follow each other without overlap.
+    overlap = np.zeros(n, dtype=bool)
+    overlap[1:] = ~first[1:] & (start[1:] < end[:-1])
+    if overlap.any():
+        cm = _cummax_by_person(first, start, end)
+        overlap[1:] = ~first[1:] & (start[1:] < cm[:-1])
+    g_idx = np.flatnonzero(~overlap)
+    g_of = np.cumsum(~overlap) - 1
+    g_person = person[g_idx]
+    g_start = start[g_idx]
+    g_end = np.maximum.reduceat(end, g_idx)
+    g_hint = np.minimum.reduceat(hint, g_idx)
+    g_first = first[g_idx]
+    gs, ge = _seconds(g_start), _seconds(g_end)
+    # 2. Inactivity runs: a gap longer than the timeout between one event and the next starts a new run.
+    brk = g_first.copy()
+    brk[1:] |= (gs[1:] - ge[:-1]) > gap
+    r_idx = np.flatnonzero(brk)
+    r_of = np.cumsum(brk) - 1
+    r_end = np.maximum.reduceat(g_end, r_idx)
+    r_hint = np.minimum(np.minimum.reduceat(g_hint, r_idx), g_start[r_idx])
+    # 3. The cap: a run longer than it (measured from the run's real start, as the raw query does) is cut
+    #    at its first event more than the cap after the current session's start, again and again.
+    s_flag = brk.copy()
+    bad: set[int] = set()
+    long_runs = np.flatnonzero((_seconds(r_end) - _seconds(r_hint)) > cap)
+    r_bounds = np.append(r_idx, len(g_idx))
+    for r in long_runs.tolist():
+        a, b = int(r_bounds[r]), int(r_bounds[r + 1])
+        i = a
+        while i < b:
+            limit = gs[i] + cap
+            j = i + int(np.searchsorted(gs[i:b], limit, side="right"))
+            if ge[j - 1] > limit:  # the cut falls inside a composite element
+                bad.add(int(g_person[i]))
+                break
+            if j < b:
+                s_flag[j] = True
+            i = j
+    s_idx = np.flatnonzero(s_flag)
+    s_of = np.cumsum(s_flag) - 1
+    return Sessionized(
+        of_element=s_of[g_of],
+        person=g_person[s_idx],
+        start=g_start[s_idx],
+        end=np.maximum.reduceat(g_end, s_idx),
+        run_start=r_hint[r_of[s_idx]],
+        bad=bad,
+    )
+
+
+def _event_lists(session_of: np.ndarray, names: pa.Array, counts: np.ndarray, n_sessions: int) -> pa.Array:
+    """Per session, the summed ``counts`` per event name, from payload rows (session, name, count)."""
+    if n_sessions == 0:
+        return pa.array([], _EVENTS_TYPE)
+    enc = pc.dictionary_encode(names)
+    if isinstance(enc, pa.ChunkedArray):
+        enc = enc.combine_chunks()
+    codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    nd = max(len(enc.dictionary), 1)
+    key = session_of.astype(np.int64) * nd + codes
+    uniq, inv = np.unique(key, return_inverse=True)
+    sums = np.bincount(inv.ravel(), weights=counts.astype(np.float64), minlength=len(uniq)).astype(np.int32)
+    u_sess = uniq // nd
+    offsets = np.zeros(n_sessions + 1, dtype=np.int32)
+    np.cumsum(np.bincount(u_sess, minlength=n_sessions), out=offsets[1:])
+    struct = pa.StructArray.from_arrays(
+        [enc.dictionary.take(pa.array(uniq % nd)), pa.array(sums, pa.int32())], names=["event", "n"]
+    )
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
+
+
+def _ts(us: np.ndarray) -> pa.Array:
+    return pa.array(us.astype("datetime64[us]"), pa.timestamp("us"))
+
+
+def _us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    return np.asarray(col.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def _output(s: Sessionized, keep: np.ndarray, events: pa.Array) -> pa.Table:
+    """The sessions ``keep`` (a boolean mask over sessions) as rows of ``person_sessions``."""
+    return pa.table(
+        {
+            "person_id": pa.array(s.person[keep], pa.int64()),
+            "start_ts": _ts(s.start[keep]),
+            "end_ts": _ts(s.end[keep]),
+            "run_start": _ts(s.run_start[keep]),
+            "events": events.filter(pa.array(keep)),
+        },
+        schema=_OUT_SCHEMA,
+    )
+
+
+def _from_events(table: pa.Table, params: SessionParams) -> tuple[pa.Table, set[int]]:
+    """Sessions of raw events: ``table`` has person_id, timestamp, event and hint (microseconds or null),
+    sorted by person and time. Events never make a bad split, so the second value is always empty."""
+    person = table.column("person_id").to_numpy().astype(np.int64)
+    ts = _us(table.column("timestamp"))
+    hint = table.column("hint").cast(pa.int64()).fill_null(_NONE).to_numpy().astype(np.int64)
+    s = sessionize(person, ts, ts, hint, params)
+    events = _event_lists(s.of_element, table.column("event"), np.ones(len(ts), np.int64), len(s.person))
+    return _output(s, np.ones(len(s.person), dtype=bool), events), s.bad
+
+
+# ---- tables ---------------------------------------------------------------------------------------------------
+def params_of(cur: duckdb.DuckDBPyConnection, project_id: int) -> SessionParams | None:
+    """The splitting parameters of ``project_id``'s materialised sessions, or None when it has none."""
+    rows = cur.execute(
+        "SELECT inactivity_seconds, max_seconds FROM session_projects WHERE project_id = ?", [project_id]
+    ).fetchall()
+    return SessionParams(int(rows[0][0]), int(rows[0][1])) if rows else None
+
+
+def drop(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+    """Remove ``project_id``'s materialised sessions: queries read raw events until they are built again."""
+    cur.execute("DELETE FROM session_projects WHERE project_id = ?", [project_id])
+    cur.execute("DELETE FROM person_sessions WHERE project_id = ?", [project_id])
+
+
+def _insert(cur: duckdb.DuckDBPyConnection, project_id: int, rows: pa.Table) -> None:
+    if rows.num_rows == 0:
+        return
+    cur.register("session_rows", rows)
+    cur.execute(
+        """INSERT INTO person_sessions
+           SELECT ?, person_id, start_ts, end_ts, run_start, events FROM session_rows""",
+        [project_id],
+    )
+    cur.unregister("session_rows")
+
+
+def _raw_events(cur: duckdb.DuckDBPyConnection, project_id: int, windows: pa.Table) -> pa.Table:
+    """Events of the persons in ``windows`` (person_id, lo, hi, hint) with ``lo <= timestamp < hi``, sorted
+    by person and time, each window's first event carrying its hint."""
+    if windows.num_rows == 0:
+        return pa.table(
+            {
+                "person_id": pa.array([], pa.int64()),
+                "timestamp": pa.array([], pa.timestamp("us")),
+                "event": pa.array([], pa.string()),
+                "hint": pa.array([], pa.timestamp("us")),
+            }
+        )
+    cur.register("session_windows", windows)
+    lo, hi = cur.execute("SELECT min(lo), max(hi) FROM session_windows").fetchall()[0]
+    table = cur.sql(
+        """SELECT p.person_id, e.timestamp, e.event,
+                  CASE WHEN e.timestamp = w.lo THEN w.hint END AS hint
+           FROM events e
+           JOIN (SELECT distinct_id, person_id FROM person_distinct_ids
+                 WHERE project_id = $1 AND person_id IN (SELECT person_id FROM session_windows)) p
+             ON p.distinct_id = e.distinct_id
+           JOIN session_windows w ON w.person_id = p.person_id AND e.timestamp >= w.lo AND e.timestamp < w.hi
+           WHERE e.project_id = $1 AND e.timestamp >= $2 AND e.timestamp < $3
+           ORDER BY p.person_id, e.timestamp""",
+        params=[project_id, lo, hi],
+    ).to_arrow_table()
+    cur.unregister("session_windows")
+    return table
+
+
+def build(cur: duckdb.DuckDBPyConnection, project_id: int, params: SessionParams = DEFAULT) -> int:
+    """(Re)build ``project_id``'s sessions from its stored events; returns the number of sessions."""
+    drop(cur, project_id)
+    cur.execute(
+        "INSERT INTO session_projects VALUES (?, ?, ?, ?)",
+        [project_id, params.inactivity_seconds, params.max_seconds, datetime.now(UTC).replace(tzinfo=None)],
+    )
+    n_events = cur.execute("SELECT count(*) FROM events WHERE project_id = ?", [project_id]).fetchall()[0][0]
+    chunks = max(1, -(-int(n_events) // BUILD_EVENTS))
+    written = 0
+    for k in range(chunks):
+        table = cur.sql(
+            """SELECT p.person_id, e.timestamp, e.event, NULL::TIMESTAMP AS hint
+               FROM events e JOIN person_distinct_ids p
+                 ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
+               WHERE e.project_id = $1 AND p.person_id % $2 = $3
+               ORDER BY p.person_id, e.timestamp""",
+            params=[project_id, chunks, k],
+        ).to_arrow_table()
+        rows, _ = _from_events(table, params)
+        _insert(cur, project_id, rows)
+        written += rows.num_rows
+    return written
+
+
+# ---- upkeep -----------------------------------------------------------------------------------------------
+def maintain(
+    cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], params: SessionParams
+) -> None:
+    """Bring the sessions up to date with the batch in the temp tables ``staged`` (its deduplicated events)
+    and ``batch_persons`` (its distinct ids and their current persons), and the merges ``remap``
+    (absorbed person -> surviving person)."""
+    gap = timedelta(seconds=params.inactivity_seconds)
+    merged = {int(a): int(b) for a, b in remap.items() if a != b}
+    cur.register(
+        "session_merges",
+        pa.table(
+            {
+                "person_id": pa.array(list(merged) + sorted(set(merged.values())), pa.int64()),
+                "survivor": pa.array(list(merged.values()) + sorted(set(merged.values())), pa.int64()),
+            }
+        ),
+    )
+    new = cur.sql(
+        """SELECT bp.person_id, s.timestamp, s.event FROM staged s JOIN batch_persons bp USING (distinct_id)
+           ORDER BY bp.person_id, s.timestamp"""
+    ).to_arrow_table()
+    cur.register("session_new", new)
+    # Stored sessions the batch can change: for persons with new events, those of the runs within the
+    # timeout of them; for merged persons, all of both persons' sessions (under the survivor's id).
+    old = cur.sql(
+        """WITH touched AS (
+               SELECT person_id, min(timestamp) - $2 AS lo, max(timestamp) + $2 AS hi FROM session_new
+               WHERE person_id NOT IN (SELECT person_id FROM session_merges) GROUP BY person_id
+           ), bounds AS (SELECT coalesce(min(lo), TIMESTAMP '9999-12-31') AS lo,
+                                coalesce(max(hi), TIMESTAMP '0001-01-01') AS hi FROM touched)
+           SELECT m.person_id AS stored_id, m.person_id, m.start_ts, m.end_ts, m.run_start, m.events
+           FROM person_sessions m JOIN touched t USING (person_id)
+           WHERE m.project_id = $1 AND m.end_ts >= t.lo AND m.run_start <= t.hi
+             AND m.end_ts >= (SELECT lo FROM bounds) AND m.run_start <= (SELECT hi FROM bounds)
+           UNION ALL
+           SELECT m.person_id, g.survivor, m.start_ts, m.end_ts, m.run_start, m.events
+           FROM person_sessions m JOIN session_merges g USING (person_id)
+           WHERE m.project_id = $1""",
+        params=[project_id, gap],
+    ).to_arrow_table()
+    cur.unregister("session_merges")
+    if old.num_rows:
+        cur.register("session_old", old.select(["stored_id", "start_ts", "end_ts"]))
+        cur.execute(
+            """DELETE FROM person_sessions m USING session_old o
+               WHERE m.project_id = ? AND m.person_id = o.stored_id AND m.start_ts = o.start_ts
+                 AND m.end_ts >= (SELECT min(end_ts) FROM session_old)""",
+            [project_id],
+        )
+        cur.unregister("session_old")
+    cur.unregister("session_new")
+    if new.num_rows == 0 and old.num_rows == 0:
+        return
+    # Elements: the new events (points) and the stored sessions (composites), sorted.
+    n_new = new.num_rows
+    person = np.concatenate(
+        [
+            new.column("person_id").to_numpy().astype(np.int64),
+            old.column("person_id").to_numpy().astype(np.int64),
+        ]
+    )
+    new_ts = _us(new.column("timestamp"))
+    start = np.concatenate([new_ts, _us(old.column("start_ts"))])
+    end = np.concatenate([new_ts, _us(old.column("end_ts"))])
+    hint = np.concatenate([np.full(n_new, _NONE, np.int64), _us(old.column("run_start"))])
+    order = np.lexsort((end, start, person))
+    s = sessionize(person[order], start[order], end[order], hint[order], params)
+    session_of = np.empty(len(order), dtype=np.int64)
+    session_of[order] = s.of_element
+    # Payload: one row per new event, one per (stored session, event name).
+    stored = old.column("events").combine_chunks() if old.num_rows else pa.array([], _EVENTS_TYPE)
+    parents = (
+        pc.list_parent_indices(stored).to_numpy().astype(np.int64) if len(stored) else np.zeros(0, np.int64)
+    )
+    flat = pc.list_flatten(stored)
+    names = pa.concat_arrays(
+        [new.column("event").combine_chunks().cast(pa.string()), flat.field("event").cast(pa.string())]
+    )
+    counts = np.concatenate([np.ones(n_new, np.int64), flat.field("n").to_numpy().astype(np.int64)])
+    payload_session = np.concatenate([session_of[:n_new], session_of[n_new + parents]])
+    events = _event_lists(payload_session, names, counts, len(s.person))
+    keep = ~np.isin(s.person, np.fromiter(s.bad, np.int64, len(s.bad)))
+    _insert(cur, project_id, _output(s, keep, events))
+    if s.bad:
+        # The cap falls inside a stored session: split these persons' windows again from raw events.
+        bad = np.isin(person, np.fromiter(s.bad, np.int64, len(s.bad)))
+        windows = _windows(person[bad], start[bad], end[bad], hint[bad])
+        rows, _ = _from_events(_raw_events(cur, project_id, windows), params)
+        _insert(cur, project_id, rows)
+
+
+def _windows(person: np.ndarray, start: np.ndarray, end: np.ndarray, hint: np.ndarray) -> pa.Table:
+    """Per person, [first element start, last element end + 1 us) and the smallest run-start hint."""
+    order = np.lexsort((start, person))
+    person, start, end, hint = person[order], start[order], end[order], hint[order]
+    idx = np.flatnonzero(np.concatenate([[True], person[1:] != person[:-1]]))
+    lo = start[idx]
+    h = np.minimum.reduceat(hint, idx)
+    return pa.table(
+        {
+            "person_id": pa.array(person[idx], pa.int64()),
+            "lo": _ts(lo),
+            "hi": _ts(np.maximum.reduceat(end, idx) + 1),
+            "hint": pa.array(np.where(h < lo, h, lo).astype("datetime64[us]"), pa.timestamp("us")),
+        }
+    )
+
+
+# ---- range edges (queries) -----------------------------------------------------------------------------------
+def edge_sessions(
+    cur: duckdb.DuckDBPyConnection, project_id: int, lo: datetime, hi: datetime, params: SessionParams
+) -> pa.Table:
+    """The sessions a query on ``[lo, hi)`` (UTC) builds where stored sessions cross its edges.
+
+    A run that began before ``lo`` is split again from its events inside the range (the query starts its
+    cap chain at the first of them); a session that began inside the range but ends at or after ``hi`` keeps
+    its start and loses its events from ``hi`` on. Every other stored session inside the range is the
+    query's own (:mod:`kpilot.compute.sessions_mat` reads those directly).
+    """
+    windows = cur.sql(
+        """SELECT person_id, $2::TIMESTAMP AS lo, least(max(end_ts) + INTERVAL 1 MICROSECOND, $3::TIMESTAMP) AS hi,
+                  NULL::TIMESTAMP AS hint
+           FROM person_sessions
+           WHERE project_id = $1 AND run_start < $2 AND end_ts >= $2 AND start_ts < $3
+           GROUP BY person_id
+           UNION ALL
+           SELECT person_id, start_ts, $3::TIMESTAMP, run_start FROM person_sessions
+           WHERE project_id = $1 AND run_start >= $2 AND start_ts < $3 AND end_ts >= $3""",
+        params=[project_id, lo, hi],
+    ).to_arrow_table()
+    rows, _ = _from_events(_raw_events(cur, project_id, windows), params)
+    return rows
+
+
+# ---- the store's hook -------------------------------------------------------------------------------------
+class Upkeep:
+    """What :class:`~kpilot.store.duckdb_store.EventStore` calls: keeps each project's sessions current."""
+
+    def __init__(self) -> None:
+        self._params: dict[int, SessionParams | None] = {}
+
+    def forget(self) -> None:
+        """Drop cached knowledge (after a rolled-back write)."""
+        self._params.clear()
+
+    def maintain(
+        self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], keep: bool
+    ) -> None:
+        if project_id not in self._params:
+            self._params[project_id] = params_of(cur, project_id)
+        params = self._params[project_id]
+        if params is None:
+            return
+        if not keep:  # writing without upkeep: drop them rather than let them go stale
+            drop(cur, project_id)
+            self._params[project_id] = None
+            return
+        maintain(cur, project_id, remap, params)
+
+    def ensure(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> bool:
+        """Build ``project_id``'s sessions when it has none; True if built."""
+        if params_of(cur, project_id) is not None:
+            return False
+        build(cur, project_id)
+        self._params[project_id] = DEFAULT
+        return True
