@@ -24,8 +24,9 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -36,12 +37,24 @@ from kpilot.keys import create_key, project_by_name  # noqa: E402
 from kpilot.workspace import Workspace  # noqa: E402
 
 
-def store_kib(port: int) -> int:
-    """DuckDB's own buffer memory, as the server's /health reports it."""
+def health(port: int) -> dict[str, Any]:
+    """The server's /health: writer counters, events waiting to be stored, DuckDB's buffer memory."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
     try:
         conn.request("GET", "/health")
-        return int(json.loads(conn.getresponse().read()).get("store_memory_bytes", 0)) // 1024
+        return dict(json.loads(conn.getresponse().read()))
+    finally:
+        conn.close()
+
+
+def flush(port: int, token: str) -> None:
+    """Wait until the server stored every event it acknowledged (``POST /api/ingestion/flush``)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=600)
+    try:
+        while True:
+            conn.request("POST", "/api/ingestion/flush", b"{}", {"Authorization": f"Bearer {token}"})
+            if json.loads(conn.getresponse().read())["flushed"]:
+                return
     finally:
         conn.close()
 
@@ -67,7 +80,8 @@ class Client(threading.Thread):
         self.errors = 0
 
     def body(self, seq: int) -> bytes:
-        now = datetime.now(UTC).isoformat()
+        sent = datetime.now(UTC)
+        now = sent.isoformat()
         return orjson.dumps(
             {
                 "batch": [
@@ -76,7 +90,7 @@ class Client(threading.Thread):
                         "event": "bench_event" if i % 10 else "bench_signup",
                         "userId": f"user-{(self.n * 7919 + seq * 31 + i) % 50_000}",
                         "messageId": f"c{self.n}-{seq}-{i}",
-                        "timestamp": now,
+                        "timestamp": (sent - timedelta(milliseconds=37 * (self.batch - i))).isoformat(),
                         "properties": {"plan": "pro" if i % 3 else "free", "value": i, "path": "/pricing"},
                         "context": {"library": {"name": "bench", "version": "1"}},
                     }
@@ -176,18 +190,24 @@ def main() -> None:
             for c in clients:
                 c.start()
             store_memory: list[tuple[float, int]] = []
+            backlog: list[tuple[float, int]] = []
+            stored_at_warm_end: int | None = None
             while time.monotonic() < end:
-                memory.append((round(time.monotonic() - start, 1), rss_kib(proc.pid)))
+                t = round(time.monotonic() - start, 1)
+                memory.append((t, rss_kib(proc.pid)))
+                state = health(port)
+                backlog.append((t, int(state["pending_events"])))
+                if stored_at_warm_end is None and time.monotonic() >= warm_end:
+                    stored_at_warm_end = int(state["writer"]["events_stored"])
                 if len(memory) % 10 == 1:
-                    store_memory.append((memory[-1][0], store_kib(port)))
+                    store_memory.append((t, int(state.get("store_memory_bytes", 0)) // 1024))
                 time.sleep(1.0)
             for c in clients:
                 c.join()
             load_end = os.getloadavg()
-            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-            conn.request("GET", "/health")
-            health = json.loads(conn.getresponse().read())
-            conn.close()
+            flush(port, str(info["token"]))
+            drained = time.monotonic() - end
+            final = health(port)
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(timeout=120)
@@ -226,7 +246,13 @@ def main() -> None:
             "mean": round(statistics.fmean(latencies) * 1000, 2) if latencies else None,
         },
         "events_per_s_by_10s_window": [round(n / window, 1) for n in per_window],
-        "server_writer": health["writer"],
+        "stored_per_s": round(
+            (final["writer"]["events_stored"] - (stored_at_warm_end or 0)) / (args.duration + drained), 1
+        ),
+        "drain_after_load_s": round(drained, 2),
+        "backlog_max_events": max((b for _, b in backlog), default=0),
+        "backlog_series_s_events": backlog,
+        "server_writer": final["writer"],
         "server_rss_mib": {
             "first": round(measured[0] / 1024, 1) if measured else None,
             "last": round(measured[-1] / 1024, 1) if measured else None,
@@ -239,7 +265,7 @@ def main() -> None:
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     lat = result["latency_ms"]
     rss = result["server_rss_mib"]
-    writer = health["writer"]
+    writer = final["writer"]
     args.md.write_text(
         "# Ingestion over HTTP (loopback)\n\n"
         f"Run {result['date']} on {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
@@ -247,10 +273,14 @@ def main() -> None:
         f"to `/v1/batch`, {args.duration:g} s measured after {args.warmup:g} s warm-up "
         f"(`benchmarks/ingest_http.py`). The machine was shared: 1-minute load average "
         f"{result['load_average_1m']['start']} at the start, {result['load_average_1m']['end']} at the end.\n\n"
-        "| events/s | requests | errors | p50 ms | p90 ms | p99 ms | max ms | commits | requests/commit | RSS first → last (max) MiB |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
-        f"| {result['events_per_s']:,.0f} | {result['requests']} | {result['errors']} | {lat['p50']} | {lat['p90']} | "
-        f"{lat['p99']} | {lat['max']} | {writer['commits']} | {writer['requests'] / max(1, writer['commits']):.1f} | "
+        "Acknowledged means flushed to the ingestion log; *stored/s* counts events applied to the event "
+        "store from the end of the warm-up until the backlog was drained after the load stopped.\n\n"
+        "| acknowledged events/s | stored events/s | drain after load s | max backlog events | requests | errors | "
+        "p50 ms | p90 ms | p99 ms | max ms | log flushes | store commits | RSS first → last (max) MiB |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        f"| {result['events_per_s']:,.0f} | {result['stored_per_s']:,.0f} | {result['drain_after_load_s']} | "
+        f"{result['backlog_max_events']:,} | {result['requests']} | {result['errors']} | {lat['p50']} | "
+        f"{lat['p90']} | {lat['p99']} | {lat['max']} | {writer['log_flushes']} | {writer['commits']} | "
         f"{rss['first']} → {rss['last']} ({rss['max']}) |\n"
     )
     print(args.md.read_text())

@@ -166,14 +166,14 @@ def test_a_request_the_store_refuses_is_set_aside_and_the_rest_goes_on(
     server = start_thread_server(home)
     try:
         store = server.ws.store
-        real = store.write_batch
+        real = store.write_arrow
 
-        def refusing(project_id: int, events: Any, *args: Any, **kwargs: Any) -> Any:
-            if any(e.distinct_id == "poison" for e in events):
+        def refusing(project_id: int, table: Any, *args: Any, **kwargs: Any) -> Any:
+            if "poison" in table.column("distinct_id").to_pylist():
                 raise RuntimeError("refused")
-            return real(project_id, events, *args, **kwargs)
+            return real(project_id, table, *args, **kwargs)
 
-        monkeypatch.setattr(store, "write_batch", refusing)
+        monkeypatch.setattr(store, "write_arrow", refusing)
         auth = (keys["alpha"], "")
         bad = {"batch": [{"type": "track", "event": "e", "userId": "poison", "messageId": "p1"}]}
         good = {"batch": [{"type": "track", "event": "e", "userId": "fine", "messageId": "g1"}]}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 
 __all__ = ["parse_timestamp", "to_utc_naive"]
 
@@ -30,19 +31,31 @@ def parse_timestamp(value: object, field: str = "timestamp") -> datetime:
         except (OverflowError, OSError, ValueError) as exc:
             raise ValueError(f"{field} {value!r} is out of range") from exc
     if isinstance(value, str):
-        text = value.strip()
-        if not text:
-            raise ValueError(f"{field} is empty")
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        try:
-            parsed = datetime.fromisoformat(text)
-        except ValueError as exc:
-            raise ValueError(f"{field} {value!r} is not an ISO 8601 timestamp") from exc
-        try:
-            return to_utc_naive(parsed)
-        except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
-            raise ValueError(f"{field} {value!r} is out of range") from exc
+        parsed = _parse_text(value)
+        if isinstance(parsed, datetime):
+            return parsed
+        raise ValueError(parsed.format(field=field, value=value))
     if value is None:
         raise ValueError(f"{field} is missing")
     raise ValueError(f"{field} has type {type(value).__name__}, expected an ISO 8601 timestamp")
+
+
+@lru_cache(maxsize=16_384)
+def _parse_text(value: str) -> datetime | str:
+    """The naive UTC instant of ISO text, or an error message template (``{field}``, ``{value!r}``).
+
+    Cached: a batch repeats its ``sentAt`` in every message, and the server checks each timestamp before it
+    normalises the message."""
+    text = value.strip()
+    if not text:
+        return "{field} is empty"
+    if text.endswith(("Z", "z")):
+        text = text[:-1] + "+00:00"
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return "{field} {value!r} is not an ISO 8601 timestamp"
+    try:
+        return to_utc_naive(parsed)
+    except OverflowError:  # e.g. 0001-01-01T00:00:00+01:00 is before year 1 in UTC
+        return "{field} {value!r} is out of range"

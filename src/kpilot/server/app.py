@@ -56,6 +56,8 @@ def create_app(
             future_tolerance=timedelta(hours=settings.future_tolerance_hours),
             commit_max_events=settings.commit_max_events,
             queue_max_events=settings.queue_max_events,
+            overload_wait=settings.overload_wait_seconds,
+            prepare_workers=settings.prepare_workers,
         )
         writer.start()  # first applies what a previous run acknowledged but had not stored
         token = secrets.token_urlsafe(32)

@@ -56,15 +56,23 @@ def prepare(
         check_event_sizes(messages, max_event_bytes)
     out = Prepared()
     latest = received_at + future_tolerance
-    checked: dict[Any, bool] = {}  # timestamps repeat within a batch (always so for a batch-level sentAt)
+    checked: dict[str, bool] = {}  # timestamps repeat within a batch (always so for a batch-level sentAt)
 
-    def valid_time(value: Any) -> bool:
-        if not isinstance(value, str):
-            return _valid_time(value)
-        known = checked.get(value)
-        if known is None:
-            known = checked[value] = _valid_time(value)
-        return known
+    def bad_times(row: dict[str, Any]) -> list[str]:
+        bad: list[str] = []
+        for key in _TIME_KEYS:
+            value = row.get(key)
+            if value is None or value == "":
+                continue
+            if isinstance(value, str):
+                ok = checked.get(value)
+                if ok is None:
+                    ok = checked[value] = _valid_time(value)
+            else:
+                ok = _valid_time(value)
+            if not ok:
+                bad.append(key)
+        return bad
 
     def warn(kind: str, reason: str, msg: Any) -> None:
         name = msg.get("event") or msg.get("type") if isinstance(msg, dict) else None
@@ -90,7 +98,7 @@ def prepare(
             missing = {k: v for k, v in defaults.items() if k not in row}
             if missing:
                 row = {**row, **missing}
-        bad = [k for k in _TIME_KEYS if not valid_time(row.get(k))]
+        bad = bad_times(row)
         if bad:
             row = {k: v for k, v in row.items() if k not in bad}
             warn("invalid_timestamp", f"unparseable {', '.join(bad)}: stored at the receive time", msg)

@@ -34,7 +34,18 @@ class ServerSettings(BaseSettings):
         default=20_000, ge=1, description="A group commit takes queued requests up to this many events"
     )
     queue_max_events: int = Field(
-        default=200_000, ge=1, description="Beyond this many events waiting for the writer, reply 503"
+        default=200_000,
+        ge=1,
+        description="While this many events wait to be stored, new requests wait for room (then 503)",
+    )
+    prepare_workers: int = Field(
+        default=1,
+        ge=0,
+        le=16,
+        description="Processes that normalise ingested requests (0: in the server process itself)",
+    )
+    overload_wait_seconds: float = Field(
+        default=10.0, ge=0, description="How long a request waits for room in a full queue before 503"
     )
     import_max_request_bytes: int = Field(
         default=1024 * 1024 * 1024,

@@ -29,6 +29,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,14 +37,14 @@ from typing import Any
 
 import duckdb
 import orjson
+import pyarrow as pa
 
-from kpilot.collect.normalize import Normalized
-from kpilot.keys import KeyOwner, WarningRow, record_warnings
+from kpilot.keys import WarningRow, record_warnings
 from kpilot.meta.db import MetadataDB
 from kpilot.server.errors import IngestError
-from kpilot.server.ingest import prepare
 from kpilot.server.ingest_log import IngestLog
-from kpilot.store.duckdb_store import EventStore
+from kpilot.server.prepare_pool import PreparedRecord, PreparePool, prepare_payloads
+from kpilot.store.duckdb_store import EventStore, canonical_batch
 
 __all__ = ["IngestWriter", "LogRecord", "WriterStats"]
 
@@ -52,6 +53,11 @@ log = logging.getLogger("kpilot.server")
 _APPLIED_TABLE = """CREATE TABLE IF NOT EXISTS ingest_log_applied (
     project_id INTEGER NOT NULL, position BIGINT NOT NULL)"""
 _LOG_GROUP_MAX = 4096  # requests per flush
+
+_EMPTY = canonical_batch([], [])[0]  # the events of a record that could not be prepared
+
+_Item = tuple[int, bytes, int]
+"""A logged record waiting to be applied: position, payload, number of messages."""
 
 
 @dataclass(slots=True)
@@ -86,7 +92,7 @@ class LogRecord:
 @dataclass(slots=True)
 class _Job:
     payload: bytes
-    record: LogRecord
+    events: int
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[None]
 
@@ -118,7 +124,9 @@ class IngestWriter:
         future_tolerance: timedelta,
         commit_max_events: int = 20_000,
         queue_max_events: int = 200_000,
+        overload_wait: float = 10.0,
         segment_bytes: int = 64 * 1024 * 1024,
+        prepare_workers: int = 1,
     ) -> None:
         self.store = store
         self.meta = meta
@@ -126,11 +134,15 @@ class IngestWriter:
         self.future_tolerance = future_tolerance
         self.commit_max_events = commit_max_events
         self.queue_max_events = queue_max_events
+        self.overload_wait = overload_wait
         self.segment_bytes = segment_bytes
         self.stats = WriterStats()
+        self._pool = PreparePool(prepare_workers, future_tolerance)
         self._log: IngestLog | None = None
         self._log_queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._apply_queue: queue.SimpleQueue[tuple[int, LogRecord] | None] = queue.SimpleQueue()
+        # Logged records wait for the applier as their encoded bytes: a third of the memory of the decoded
+        # messages, so a full backlog stays small.
+        self._apply_queue: queue.SimpleQueue[tuple[int, bytes, int] | None] = queue.SimpleQueue()
         self._pending = 0
         self._lock = threading.Lock()
         self._progress = threading.Condition()
@@ -147,20 +159,20 @@ class IngestWriter:
         self._log = IngestLog.open(
             self.log_dir, at_least=max(applied.values(), default=0), segment_bytes=self.segment_bytes
         )
-        group: list[tuple[int, LogRecord]] = []
+        items: list[_Item] = []
         size = replayed = 0
         for position, payload in self._log.records(after=min(applied.values(), default=0)):
             record = LogRecord.decode(payload)
             if position <= applied.get(record.project_id, 0):
                 continue
-            group.append((position, record))
+            items.append((position, payload, len(record.messages)))
             size += len(record.messages)
             replayed += 1
             if size >= self.commit_max_events:
-                self._apply(group)
-                group, size = [], 0
-        if group:
-            self._apply(group)
+                self._replay(items)
+                items, size = [], 0
+        if items:
+            self._replay(items)
         self.stats.replayed_requests = replayed
         if replayed:
             log.info("applied %d request(s) from the ingestion log", replayed)
@@ -177,6 +189,7 @@ class IngestWriter:
         self._log_thread.join()
         self._apply_queue.put(None)
         self._apply_thread.join()
+        self._pool.close()
         if self._log is not None:
             self._log.discard_through(self._applied)
             self._log.close()
@@ -192,14 +205,23 @@ class IngestWriter:
 
     # ---- request side ------------------------------------------------------------------------------
     async def submit(self, record: LogRecord) -> None:
-        """Return once ``record`` is in the ingestion log on disk; :class:`IngestError` 503 if it is not."""
+        """Return once ``record`` is in the ingestion log on disk; :class:`IngestError` 503 if it is not.
+
+        While more than ``queue_max_events`` events wait to be stored, the request waits for room (up to
+        ``overload_wait`` seconds, then 503 ``overloaded``): slowing clients down beats making them retry.
+        """
         n = len(record.messages)
-        with self._lock:
-            if self._stopping:
-                raise IngestError(503, "shutting_down", "the server is shutting down; retry")
-            if self._pending and self._pending + n > self.queue_max_events:
+        deadline = time.monotonic() + self.overload_wait
+        while True:
+            with self._lock:
+                if self._stopping:
+                    raise IngestError(503, "shutting_down", "the server is shutting down; retry")
+                if not self._pending or self._pending + n <= self.queue_max_events:
+                    self._pending += n
+                    break
+            if time.monotonic() >= deadline:
                 raise IngestError(503, "overloaded", "too many events are waiting to be stored; retry")
-            self._pending += n
+            await asyncio.sleep(0.005)
         try:
             payload = record.encode()
         except TypeError as exc:
@@ -207,7 +229,7 @@ class IngestWriter:
             raise IngestError(400, "invalid_payload", f"the messages cannot be stored: {exc}") from exc
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
-        self._log_queue.put(_Job(payload, record, loop, future))
+        self._log_queue.put(_Job(payload, n, loop, future))
         await future
 
     def flush(self, timeout: float = 30.0) -> bool:
@@ -264,7 +286,7 @@ class IngestWriter:
             log.exception("could not append %d request(s) to the ingestion log", len(group))
             for job in group:
                 self.stats.failed_requests += 1
-                self._release(len(job.record.messages))
+                self._release(job.events)
                 _resolve(job, IngestError(503, "write_failed", "the events could not be stored; retry"))
             return
         self.stats.log_flushes += 1
@@ -272,100 +294,121 @@ class IngestWriter:
         with self._progress:
             self._logged = positions[-1]
         for job, position in zip(group, positions, strict=True):
-            self.stats.events_received += len(job.record.messages)
-            self._apply_queue.put((position, job.record))
+            self.stats.events_received += job.events
+            self._apply_queue.put((position, job.payload, job.events))
             _resolve(job, None)
 
     # ---- apply thread ------------------------------------------------------------------------------
     def _run_apply(self) -> None:
+        """Store groups in log order; while group ``k`` is being stored, group ``k + 1`` is being prepared."""
+        inflight: tuple[Future[list[PreparedRecord]], list[_Item]] | None = None
         stop = False
-        while not stop:
-            first = self._apply_queue.get()
-            if first is None:
+        while True:
+            items, stop = self._take(block=inflight is None and not stop, stop=stop)
+            following = (self._pool.submit([(p, b) for p, b, _ in items]), items) if items else None
+            if inflight is not None:
+                self._apply_until_done(*inflight)
+            inflight = following
+            if stop and inflight is None:
                 break
-            group = [first]
-            size = len(first[1].messages)
-            while size < self.commit_max_events:
-                try:
-                    item = self._apply_queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stop = True
-                    break
-                group.append(item)
-                size += len(item[1].messages)
-            self._apply_until_done(group)
 
-    def _apply_until_done(self, group: list[tuple[int, LogRecord]]) -> None:
-        """Apply ``group``; while the store cannot take it at all, keep it and retry (it is safe in the log)."""
+    def _take(self, *, block: bool, stop: bool) -> tuple[list[_Item], bool]:
+        """Queued records up to ``commit_max_events`` events (waiting for the first when ``block``), and
+        whether the stop marker was seen."""
+        items: list[_Item] = []
+        size = 0
+        while not stop and size < self.commit_max_events:
+            try:
+                item = self._apply_queue.get() if block and not items else self._apply_queue.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:
+                stop = True
+                break
+            items.append(item)
+            size += item[2]
+        return items, stop
+
+    def _replay(self, items: list[_Item]) -> None:
+        if not self._apply(self._prepared(self._pool.submit([(p, b) for p, b, _ in items]), items)):
+            raise RuntimeError("the event store refuses the ingestion log's records; see the log above")
+        with self._progress:
+            self._applied = items[-1][0]
+
+    def _apply_until_done(self, future: Future[list[PreparedRecord]], items: list[_Item]) -> None:
+        """Store a group; while the store cannot take it at all, keep it and retry (it is safe in the log)."""
+        prepared = self._prepared(future, items)
         delay = 0.1
-        while not self._apply(group):
+        while not self._apply(prepared):
             log.error("the store refused ingested events; retrying in %.1f s", delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
-        size = sum(len(r.messages) for _, r in group)
-        self._release(size)
+        self._release(sum(n for _, _, n in items))
         with self._progress:
-            self._applied = group[-1][0]
+            self._applied = items[-1][0]
             self._progress.notify_all()
         if self._log is not None:
             self._log.discard_through(self._applied)
 
-    def _apply(self, group: list[tuple[int, LogRecord]]) -> bool:
-        """Store ``group`` (records in log order); False if even setting bad records aside failed."""
-        self.stats.largest_group = max(self.stats.largest_group, len(group))
-        by_project: dict[int, list[tuple[int, LogRecord]]] = defaultdict(list)
-        for item in group:
-            by_project[item[1].project_id].append(item)
-        for project_id, items in by_project.items():
-            prepared = [(position, record, *self._prepare(record)) for position, record in items]
-            if self._write(project_id, prepared):
+    def _prepared(self, future: Future[list[PreparedRecord]], items: list[_Item]) -> list[PreparedRecord]:
+        try:
+            return self._pool.result(future, [(p, b) for p, b, _ in items])
+        except Exception:
+            log.exception("preparing %d logged request(s) failed; preparing them one by one", len(items))
+        out: list[PreparedRecord] = []
+        for position, payload, _ in items:
+            try:
+                out.extend(prepare_payloads([(position, payload)], self._pool.tolerance_s))
+            except Exception as exc:
+                record = LogRecord.decode(payload)
+                failed = PreparedRecord(position, record.project_id, _EMPTY, [], [], [], payload)
+                self._set_aside(failed, f"the request could not be normalised: {exc}")
+        return out
+
+    def _apply(self, prepared: list[PreparedRecord]) -> bool:
+        """Store prepared records (in log order); False if even setting bad records aside failed."""
+        self.stats.largest_group = max(self.stats.largest_group, len(prepared))
+        by_project: dict[int, list[PreparedRecord]] = defaultdict(list)
+        for record in prepared:
+            by_project[record.project_id].append(record)
+        for project_id, records in by_project.items():
+            if self._write(project_id, records):
                 continue
-            for one in prepared:  # one bad request must not hold back its neighbours
-                if not self._write(project_id, [one]) and not self._set_aside(project_id, one):
+            for one in records:  # one bad request must not hold back its neighbours
+                if not self._write(project_id, [one]) and not self._set_aside(
+                    one, "the store refused this request's events"
+                ):
                     return False
         return True
 
-    def _prepare(self, record: LogRecord) -> tuple[list[Normalized], list[WarningRow]]:
-        out = prepare(
-            record.messages,
-            source=record.source,
-            owner=KeyOwner(key_id=record.key_id, project_id=record.project_id),
-            received_at=record.received_at,
-            max_event_bytes=0,
-            future_tolerance=self.future_tolerance,
-            defaults=record.defaults,
-            check_sizes=False,
-        )
-        return out.events, out.warnings
-
-    def _write(
-        self, project_id: int, items: list[tuple[int, LogRecord, list[Normalized], list[WarningRow]]]
-    ) -> bool:
-        events = [e for item in items for e in item[2]]
-        position = items[-1][0]
+    def _write(self, project_id: int, records: list[PreparedRecord]) -> bool:
+        tables = [r.table for r in records if r.events]
+        mark = _mark_applied(project_id, records[-1].position)
         try:
-            result = self.store.write_batch(
-                project_id,
-                events,
-                received_at=max(item[1].received_at for item in items),
-                also=_mark_applied(project_id, position),
-            )
+            if tables:
+                result = self.store.write_arrow(
+                    project_id,
+                    pa.concat_tables(tables),
+                    [m for r in records for m in r.merges],
+                    [row for r in records for row in r.prop_rows],
+                    also=mark,
+                )
+            else:  # only dropped messages: nothing to store but the position
+                result = self.store.write_batch(project_id, [], also=mark)
         except Exception:
-            log.exception("storing %d ingested event(s) of project %d failed", len(events), project_id)
+            n = sum(r.events for r in records)
+            log.exception("storing %d ingested event(s) of project %d failed", n, project_id)
             return False
         self.stats.commits += 1
         self.stats.events_stored += result.accepted
         self.stats.events_deduplicated += result.deduplicated
-        self._record_warnings([w for item in items for w in item[3]])
+        self._record_warnings([w for r in records for w in r.warnings])
         return True
 
-    def _set_aside(
-        self, project_id: int, item: tuple[int, LogRecord, list[Normalized], list[WarningRow]]
-    ) -> bool:
+    def _set_aside(self, item: PreparedRecord, why: str) -> bool:
         """Keep a record the store refuses in ``failed.jsonl``, warn, and mark it applied."""
-        position, record = item[0], item[1]
+        position, project_id = item.position, item.project_id
+        record = LogRecord.decode(item.payload)
         line = orjson.dumps({"position": position, "record": orjson.Fragment(record.encode())}) + b"\n"
         try:
             with (self.log_dir / "failed.jsonl").open("ab") as f:
@@ -385,8 +428,7 @@ class IngestWriter:
                     key_id=record.key_id,
                     source=record.source,
                     kind="apply_failed",
-                    reason=f"the store refused this request's events; kept in ingest-log/failed.jsonl "
-                    f"(position {position})",
+                    reason=f"{why}; kept in ingest-log/failed.jsonl (position {position})",
                     event=None,
                     excerpt=None,
                     created_at=record.received_at,
