@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
-from kpilot.store import rollup_store
+from kpilot.store import rollup_store, session_store
 from kpilot.store.identity import plan_identity
 from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
 
@@ -72,6 +72,7 @@ class EventStore:
         """Keep the rollups of projects that have one current on every write (off: they are dropped)."""
         self._rollup_tz: dict[int, str | None] = {}
         self._rollup_deltas: dict[int, int] = {}
+        self._sessions = session_store.Upkeep()
         try:
             self.conn = duckdb.connect(str(self.path), read_only=read_only)
         except duckdb.IOException as exc:
@@ -128,6 +129,7 @@ class EventStore:
                 cur.execute("ROLLBACK")
                 cur.close()
                 self._rollup_tz.clear()  # what the rolled-back work cached may not hold
+                self._sessions.forget()
                 raise
             cur.execute("COMMIT")
             cur.close()
@@ -183,6 +185,7 @@ class EventStore:
                 [project_id],
             )
             self._maintain_rollups(cur, project_id, remap)
+            self._sessions.maintain(cur, project_id, remap, keep=self.maintain_rollups)
             cur.execute("DROP TABLE IF EXISTS batch_persons")
             cur.register("batch_all", table.select(["event", "timestamp"]))
             cur.execute(
@@ -377,6 +380,7 @@ class EventStore:
         if self.read_only or not self.maintain_rollups:
             return False
         with self._transaction() as cur:
+            self._sessions.ensure(cur, project_id)  # materialised sessions (timezone-free), when missing
             if rollup_store.rollup_timezone(cur, project_id) == timezone:
                 return False
             rollup_store.build(cur, project_id, timezone)
