@@ -23,13 +23,14 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import pyarrow as pa
 
+from kpilot.collect.normalize import Normalized
 from kpilot.keys import KeyOwner, WarningRow
 from kpilot.server.ingest import prepare
-from kpilot.store.duckdb_store import PropRow, canonical_batch
+from kpilot.store.duckdb_store import PropRow, canonical_batch, identity_rows
 
 __all__ = ["PreparePool", "PreparedRecord", "prepare_payloads"]
 
@@ -54,12 +55,29 @@ class PreparedRecord:
 
 
 def prepare_payloads(items: Sequence[tuple[int, bytes]], future_tolerance_s: float) -> list[PreparedRecord]:
-    """Decode and normalise log records ``(position, payload)``; runs in the worker or in-process."""
+    """Decode and normalise log records ``(position, payload)``, in-process."""
+    return _assemble(items, _prepare_group([payload for _, payload in items], future_tolerance_s))
+
+
+_Group = tuple[
+    pa.Table, list[int], list[int], list[list[tuple[str, str]]], list[list[PropRow]], list[list[WarningRow]]
+]
+"""What the worker sends back for a group: one event table for all records, and per record its number of
+events, project, merges, person property rows and warnings (one table pickles far smaller than many)."""
+
+
+def _prepare_group(payloads: Sequence[bytes], future_tolerance_s: float) -> _Group:
     from kpilot.server.writer import LogRecord  # the worker imports this module first
 
     tolerance = timedelta(seconds=future_tolerance_s)
-    out: list[PreparedRecord] = []
-    for position, payload in items:
+    events: list[Normalized] = []
+    received: list[datetime] = []
+    counts: list[int] = []
+    projects: list[int] = []
+    merges: list[list[tuple[str, str]]] = []
+    props: list[list[PropRow]] = []
+    warnings: list[list[WarningRow]] = []
+    for payload in payloads:
         record = LogRecord.decode(payload)
         prepared = prepare(
             record.messages,
@@ -71,12 +89,35 @@ def prepare_payloads(items: Sequence[tuple[int, bytes]], future_tolerance_s: flo
             defaults=record.defaults,
             check_sizes=False,
         )
-        table, merges, prop_rows = canonical_batch(
-            prepared.events, [record.received_at] * len(prepared.events)
-        )
+        record_merges, record_props = identity_rows(prepared.events)
+        events.extend(prepared.events)
+        received.extend([record.received_at] * len(prepared.events))
+        counts.append(len(prepared.events))
+        projects.append(record.project_id)
+        merges.append(record_merges)
+        props.append(record_props)
+        warnings.append(prepared.warnings)
+    table = canonical_batch(events, received)[0]
+    return table, counts, projects, merges, props, warnings
+
+
+def _assemble(items: Sequence[tuple[int, bytes]], group: _Group) -> list[PreparedRecord]:
+    table, counts, projects, merges, props, warnings = group
+    out: list[PreparedRecord] = []
+    offset = 0
+    for i, (position, payload) in enumerate(items):
         out.append(
-            PreparedRecord(position, record.project_id, table, merges, prop_rows, prepared.warnings, payload)
+            PreparedRecord(
+                position,
+                projects[i],
+                table.slice(offset, counts[i]),
+                merges[i],
+                props[i],
+                warnings[i],
+                payload,
+            )
         )
+        offset += counts[i]
     return out
 
 
@@ -118,27 +159,26 @@ class PreparePool:
             self._pool.submit(_warm)
         return self._pool
 
-    def submit(self, items: list[tuple[int, bytes]]) -> Future[list[PreparedRecord]]:
-        """Start preparing ``items``; the future's result is the prepared records in the same order."""
+    def submit(self, items: list[tuple[int, bytes]]) -> Future[_Group]:
+        """Start preparing ``items`` (position, payload); :meth:`result` gives the prepared records."""
+        payloads = [payload for _, payload in items]
         if self.workers <= 0:
-            done: Future[list[PreparedRecord]] = Future()
+            done: Future[_Group] = Future()
             try:
-                done.set_result(prepare_payloads(items, self.tolerance_s))
+                done.set_result(_prepare_group(payloads, self.tolerance_s))
             except Exception as exc:
                 done.set_exception(exc)
             return done
         try:
-            return self._executor().submit(prepare_payloads, items, self.tolerance_s)
+            return self._executor().submit(_prepare_group, payloads, self.tolerance_s)
         except (BrokenProcessPool, RuntimeError):
             self._restart()
-            return self._executor().submit(prepare_payloads, items, self.tolerance_s)
+            return self._executor().submit(_prepare_group, payloads, self.tolerance_s)
 
-    def result(
-        self, future: Future[list[PreparedRecord]], items: list[tuple[int, bytes]]
-    ) -> list[PreparedRecord]:
-        """The prepared records; prepared in-process when the worker failed."""
+    def result(self, future: Future[_Group], items: list[tuple[int, bytes]]) -> list[PreparedRecord]:
+        """The prepared records, in the order of ``items``; prepared in-process when the worker failed."""
         try:
-            return future.result()
+            return _assemble(items, future.result())
         except BrokenProcessPool:
             log.error("the prepare worker died; preparing %d record(s) in the server process", len(items))
             self._restart()

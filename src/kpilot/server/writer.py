@@ -301,7 +301,7 @@ class IngestWriter:
     # ---- apply thread ------------------------------------------------------------------------------
     def _run_apply(self) -> None:
         """Store groups in log order; while group ``k`` is being stored, group ``k + 1`` is being prepared."""
-        inflight: tuple[Future[list[PreparedRecord]], list[_Item]] | None = None
+        inflight: tuple[Future[Any], list[_Item]] | None = None
         stop = False
         while True:
             items, stop = self._take(block=inflight is None and not stop, stop=stop)
@@ -335,7 +335,7 @@ class IngestWriter:
         with self._progress:
             self._applied = items[-1][0]
 
-    def _apply_until_done(self, future: Future[list[PreparedRecord]], items: list[_Item]) -> None:
+    def _apply_until_done(self, future: Future[Any], items: list[_Item]) -> None:
         """Store a group; while the store cannot take it at all, keep it and retry (it is safe in the log)."""
         prepared = self._prepared(future, items)
         delay = 0.1
@@ -350,7 +350,7 @@ class IngestWriter:
         if self._log is not None:
             self._log.discard_through(self._applied)
 
-    def _prepared(self, future: Future[list[PreparedRecord]], items: list[_Item]) -> list[PreparedRecord]:
+    def _prepared(self, future: Future[Any], items: list[_Item]) -> list[PreparedRecord]:
         try:
             return self._pool.result(future, [(p, b) for p, b, _ in items])
         except Exception:

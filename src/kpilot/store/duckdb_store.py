@@ -32,6 +32,7 @@ __all__ = [
     "InTransaction",
     "PropRow",
     "canonical_batch",
+    "identity_rows",
 ]
 
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
@@ -420,6 +421,11 @@ def canonical_batch(
         },
         schema=_EVENT_SCHEMA,
     )
+    return (table, *identity_rows(events))
+
+
+def identity_rows(events: Sequence[Normalized]) -> tuple[list[tuple[str, str]], list[PropRow]]:
+    """The merges and person property rows of ``events``, in event order."""
     merges = [m for e in events for m in e.merges]
     prop_rows: list[PropRow] = []
     for e in events:
@@ -427,7 +433,7 @@ def canonical_batch(
             prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, False))
         for key, value in e.set_once_props.items():
             prop_rows.append((e.distinct_id, str(key), _prop_text(value), e.timestamp, True))
-    return table, merges, prop_rows
+    return merges, prop_rows
 
 
 def _prop_text(value: Any) -> str | None:
