@@ -191,8 +191,14 @@ def _event_lists(session_of: np.ndarray, names: pa.Array, counts: np.ndarray, n_
     codes = enc.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     nd = max(len(enc.dictionary), 1)
     key = session_of.astype(np.int64) * nd + codes
-    uniq, inv = np.unique(key, return_inverse=True)
-    sums = np.bincount(inv.ravel(), weights=counts.astype(np.float64), minlength=len(uniq)).astype(np.int32)
+    weights = counts.astype(np.float64)  # exact: counts are far below 2**53
+    if n_sessions * nd <= max(4 * len(key), 1 << 20):  # few enough keys: count them in place, no sort
+        by_key = np.bincount(key, weights=weights, minlength=n_sessions * nd)
+        uniq = np.flatnonzero(by_key)
+        sums = by_key[uniq].astype(np.int32)
+    else:
+        uniq, inv = np.unique(key, return_inverse=True)
+        sums = np.bincount(inv.ravel(), weights=weights, minlength=len(uniq)).astype(np.int32)
     u_sess = uniq // nd
     offsets = np.zeros(n_sessions + 1, dtype=np.int32)
     np.cumsum(np.bincount(u_sess, minlength=n_sessions), out=offsets[1:])
@@ -204,6 +210,10 @@ def _event_lists(session_of: np.ndarray, names: pa.Array, counts: np.ndarray, n_
 
 def _ts(us: np.ndarray) -> pa.Array:
     return pa.array(us.astype("datetime64[us]"), pa.timestamp("us"))
+
+
+def _datetime(us: int) -> datetime:
+    return datetime(1970, 1, 1) + timedelta(microseconds=us)
 
 
 def _us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -326,50 +336,60 @@ def maintain(
     (absorbed person -> surviving person)."""
     gap = timedelta(seconds=params.inactivity_seconds)
     merged = {int(a): int(b) for a, b in remap.items() if a != b}
-    cur.register(
-        "session_merges",
-        pa.table(
-            {
-                "person_id": pa.array(list(merged) + sorted(set(merged.values())), pa.int64()),
-                "survivor": pa.array(list(merged.values()) + sorted(set(merged.values())), pa.int64()),
-            }
-        ),
-    )
     new = cur.sql(
-        """SELECT bp.person_id, s.timestamp, s.event FROM staged s JOIN batch_persons bp USING (distinct_id)
-           ORDER BY bp.person_id, s.timestamp"""
+        "SELECT bp.person_id, s.timestamp, s.event FROM staged s JOIN batch_persons bp USING (distinct_id)"
     ).to_arrow_table()
-    cur.register("session_new", new)
+    new_ts = _us(new.column("timestamp"))
+    parts: list[pa.Table] = []
     # Stored sessions the batch can change: for persons with new events, those of the runs within the
-    # timeout of them; for merged persons, all of both persons' sessions (under the survivor's id).
-    old = cur.sql(
-        """WITH touched AS (
-               SELECT person_id, min(timestamp) - $2 AS lo, max(timestamp) + $2 AS hi FROM session_new
-               WHERE person_id NOT IN (SELECT person_id FROM session_merges) GROUP BY person_id
-           ), bounds AS (SELECT coalesce(min(lo), TIMESTAMP '9999-12-31') AS lo,
-                                coalesce(max(hi), TIMESTAMP '0001-01-01') AS hi FROM touched)
-           SELECT m.person_id AS stored_id, m.person_id, m.start_ts, m.end_ts, m.run_start, m.events
-           FROM person_sessions m JOIN touched t USING (person_id)
-           WHERE m.project_id = $1 AND m.end_ts >= t.lo AND m.run_start <= t.hi
-             AND m.end_ts >= (SELECT lo FROM bounds) AND m.run_start <= (SELECT hi FROM bounds)
-           UNION ALL
-           SELECT m.person_id, g.survivor, m.start_ts, m.end_ts, m.run_start, m.events
-           FROM person_sessions m JOIN session_merges g USING (person_id)
-           WHERE m.project_id = $1""",
-        params=[project_id, gap],
-    ).to_arrow_table()
-    cur.unregister("session_merges")
-    if old.num_rows:
-        cur.register("session_old", old.select(["stored_id", "start_ts", "end_ts"]))
-        cur.execute(
-            """DELETE FROM person_sessions m USING session_old o
-               WHERE m.project_id = ? AND m.person_id = o.stored_id AND m.start_ts = o.start_ts
-                 AND m.end_ts >= (SELECT min(end_ts) FROM session_old)""",
-            [project_id],
+    # timeout of them (the constant bounds let DuckDB skip row groups); for merged persons, all of both
+    # persons' sessions (under the survivor's id).
+    if len(new_ts):
+        cur.register("session_new", new.select(["person_id", "timestamp"]))
+        involved = [*merged, *set(merged.values())]  # read below with all their sessions
+        cur.register("session_merged", pa.table({"person_id": pa.array(involved, pa.int64())}))
+        lo = _datetime(int(new_ts.min())) - gap
+        hi = _datetime(int(new_ts.max())) + gap
+        parts.append(
+            cur.sql(
+                """SELECT m.rowid AS rid, m.person_id, m.start_ts, m.end_ts, m.run_start, m.events
+                   FROM person_sessions m
+                   JOIN (SELECT person_id, min(timestamp) - $2 AS lo, max(timestamp) + $2 AS hi
+                         FROM session_new GROUP BY person_id) t USING (person_id)
+                   WHERE m.project_id = $1 AND m.end_ts >= $3 AND m.run_start <= $4
+                     AND m.end_ts >= t.lo AND m.run_start <= t.hi
+                     AND m.person_id NOT IN (SELECT person_id FROM session_merged)""",
+                params=[project_id, gap, lo, hi],
+            ).to_arrow_table()
         )
+        cur.unregister("session_new")
+        cur.unregister("session_merged")
+    if merged:
+        survivors = sorted(set(merged.values()))
+        cur.register(
+            "session_merges",
+            pa.table(
+                {
+                    "person_id": pa.array([*merged, *survivors], pa.int64()),
+                    "survivor": pa.array([*merged.values(), *survivors], pa.int64()),
+                }
+            ),
+        )
+        parts.append(
+            cur.sql(
+                """SELECT m.rowid AS rid, g.survivor AS person_id, m.start_ts, m.end_ts, m.run_start, m.events
+                   FROM person_sessions m JOIN session_merges g USING (person_id)
+                   WHERE m.project_id = $1""",
+                params=[project_id],
+            ).to_arrow_table()
+        )
+        cur.unregister("session_merges")
+    old = pa.concat_tables(parts) if parts else None
+    if old is not None and old.num_rows:
+        cur.register("session_old", old.select(["rid"]))
+        cur.execute("DELETE FROM person_sessions WHERE rowid IN (SELECT rid FROM session_old)")
         cur.unregister("session_old")
-    cur.unregister("session_new")
-    if new.num_rows == 0 and old.num_rows == 0:
+    if old is None or (new.num_rows == 0 and old.num_rows == 0):
         return
     # Elements: the new events (points) and the stored sessions (composites), sorted.
     n_new = new.num_rows
@@ -379,11 +399,10 @@ def maintain(
             old.column("person_id").to_numpy().astype(np.int64),
         ]
     )
-    new_ts = _us(new.column("timestamp"))
     start = np.concatenate([new_ts, _us(old.column("start_ts"))])
     end = np.concatenate([new_ts, _us(old.column("end_ts"))])
     hint = np.concatenate([np.full(n_new, _NONE, np.int64), _us(old.column("run_start"))])
-    order = np.lexsort((end, start, person))
+    order = _order(person, start)
     s = sessionize(person[order], start[order], end[order], hint[order], params)
     session_of = np.empty(len(order), dtype=np.int64)
     session_of[order] = s.of_element
@@ -407,6 +426,17 @@ def maintain(
         windows = _windows(person[bad], start[bad], end[bad], hint[bad])
         rows, _ = _from_events(_raw_events(cur, project_id, windows), params)
         _insert(cur, project_id, rows)
+
+
+def _order(person: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """The permutation sorting elements by (person, start): one integer sort when both fit in 63 bits."""
+    if len(person) == 0:
+        return np.zeros(0, dtype=np.int64)
+    t0 = int(start.min())
+    bits = (int(start.max()) - t0).bit_length()
+    if int(person.min()) >= 0 and int(person.max()).bit_length() + bits <= 62:
+        return np.argsort((person << bits) | (start - t0))
+    return np.lexsort((start, person))
 
 
 def _windows(person: np.ndarray, start: np.ndarray, end: np.ndarray, hint: np.ndarray) -> pa.Table:

@@ -31,6 +31,10 @@ Without a breakdown there is a faster plan (:func:`sessions_fast_sql`): sessions
 grouped directly (two window passes instead of four), and the same statement reports how many cap passes
 the data needs; only when that is more than none (activity with no pause long enough for over
 ``max_hours``: rare) does the full plan run. So the usual cost is one statement.
+
+This is the raw-event path. Specs without filters or breakdown at the default splitting are answered by the
+DuckDB engine from the store's materialised sessions (:mod:`kpilot.compute.sessions_mat`), which reuses
+:func:`scored_sql` and :func:`assemble` so both paths report the same JSON.
 """
 
 from __future__ import annotations
