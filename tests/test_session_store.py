@@ -369,3 +369,15 @@ def test_upkeep_and_answers_match_rebuild_and_raw_events(case: Any) -> None:
             assert stored(env) == rebuilt(env)
         for spec in specs:
             check(env, spec)
+
+
+def test_a_read_only_store_without_the_session_tables_reads_raw_events(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    with Workspace.init(home) as ws:
+        project = ws.create_project("p", "UTC")
+        Env(ws, project).load(every(10, "2024-03-01T10:00:00", 3))
+        ws.store.conn.execute("DROP TABLE person_sessions; DROP TABLE session_projects")
+    with Workspace.open(home, read_only=True) as ws:
+        engine = DuckDBEngine(ws.store)
+        assert run_query(engine, project, parse_spec(SPEC))["totals"]["sessions"] == 1
+        assert engine.last_source == "events"

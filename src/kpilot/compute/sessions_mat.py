@@ -19,11 +19,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import duckdb
+
 from kpilot.compute.context import QueryContext
 from kpilot.compute.dialect import DIALECTS, lit
 from kpilot.compute.queries import sessions as sq
 from kpilot.compute.spec import QuerySpec, SessionsSpec
 from kpilot.store import session_store
+from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import ProjectInfo
 
 __all__ = ["answer_from_store", "answerable", "sessions_sql"]
@@ -65,8 +68,14 @@ def sessions_sql(ctx: QueryContext, spec: SessionsSpec, lo: Any, hi: Any, edges:
 
 
 def answer_from_store(store: Any, project: ProjectInfo, spec: QuerySpec) -> dict[str, Any] | None:
-    """``spec``'s result from ``project``'s materialised sessions, or None (raw events must answer)."""
+    """``spec``'s result from ``project``'s materialised sessions, or None (raw events must answer).
+
+    Only the embedded store itself qualifies: a store reached through a running server (the CLI while
+    ``kpilot serve`` holds it) answers with plain SELECTs, so its queries read raw events.
+    """
     if not isinstance(spec, SessionsSpec) or spec.filters or spec.breakdown is not None:
+        return None
+    if not isinstance(store, EventStore):
         return None
     ctx = QueryContext(project.id, spec.timezone or project.timezone, project.week_start, DIALECTS["duckdb"])
     start, end = spec.local_bounds()
@@ -75,7 +84,10 @@ def answer_from_store(store: Any, project: ProjectInfo, spec: QuerySpec) -> dict
     try:
         cur.execute("BEGIN TRANSACTION")  # one snapshot for the edges and the stored sessions
         try:
-            params = session_store.params_of(cur, project.id)
+            try:
+                params = session_store.params_of(cur, project.id)
+            except duckdb.CatalogException:  # a store older than the sessions, opened read-only
+                return None
             if params is None or not answerable(spec, params):
                 return None
             cur.register("session_edges", session_store.edge_sessions(cur, project.id, lo, hi, params))
