@@ -212,10 +212,6 @@ def _ts(us: np.ndarray) -> pa.Array:
     return pa.array(us.astype("datetime64[us]"), pa.timestamp("us"))
 
 
-def _datetime(us: int) -> datetime:
-    return datetime(1970, 1, 1) + timedelta(microseconds=us)
-
-
 def _us(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return np.asarray(col.cast(pa.int64()).to_numpy(zero_copy_only=False), dtype=np.int64)
 
@@ -285,7 +281,8 @@ def _raw_events(cur: duckdb.DuckDBPyConnection, project_id: int, windows: pa.Tab
             }
         )
     cur.register("session_windows", windows)
-    lo, hi = cur.execute("SELECT min(lo), max(hi) FROM session_windows").fetchall()[0]
+    lo = int(pc.min(windows.column("lo")).cast(pa.int64()).as_py())
+    hi = int(pc.max(windows.column("hi")).cast(pa.int64()).as_py())
     table = cur.sql(
         """SELECT p.person_id, e.timestamp, e.event,
                   CASE WHEN e.timestamp = w.lo THEN w.hint END AS hint
@@ -294,7 +291,8 @@ def _raw_events(cur: duckdb.DuckDBPyConnection, project_id: int, windows: pa.Tab
                  WHERE project_id = $1 AND person_id IN (SELECT person_id FROM session_windows)) p
              ON p.distinct_id = e.distinct_id
            JOIN session_windows w ON w.person_id = p.person_id AND e.timestamp >= w.lo AND e.timestamp < w.hi
-           WHERE e.project_id = $1 AND e.timestamp >= $2 AND e.timestamp < $3
+           WHERE e.project_id = $1 AND e.timestamp >= make_timestamp($2::BIGINT)
+             AND e.timestamp < make_timestamp($3::BIGINT)
            ORDER BY p.person_id, e.timestamp""",
         params=[project_id, lo, hi],
     ).to_arrow_table()
@@ -348,15 +346,17 @@ def maintain(
         cur.register("session_new", new.select(["person_id", "timestamp"]))
         involved = [*merged, *set(merged.values())]  # read below with all their sessions
         cur.register("session_merged", pa.table({"person_id": pa.array(involved, pa.int64())}))
-        lo = _datetime(int(new_ts.min())) - gap
-        hi = _datetime(int(new_ts.max())) + gap
+        # bounds as microseconds: Python's datetime cannot hold a gap before year 1 or after year 9999
+        gap_us = params.inactivity_seconds * 1_000_000
+        lo, hi = int(new_ts.min()) - gap_us, int(new_ts.max()) + gap_us
         parts.append(
             cur.sql(
                 """SELECT m.rowid AS rid, m.person_id, m.start_ts, m.end_ts, m.run_start, m.events
                    FROM person_sessions m
                    JOIN (SELECT person_id, min(timestamp) - $2 AS lo, max(timestamp) + $2 AS hi
                          FROM session_new GROUP BY person_id) t USING (person_id)
-                   WHERE m.project_id = $1 AND m.end_ts >= $3 AND m.run_start <= $4
+                   WHERE m.project_id = $1 AND m.end_ts >= make_timestamp($3::BIGINT)
+                     AND m.run_start <= make_timestamp($4::BIGINT)
                      AND m.end_ts >= t.lo AND m.run_start <= t.hi
                      AND m.person_id NOT IN (SELECT person_id FROM session_merged)""",
                 params=[project_id, gap, lo, hi],
