@@ -76,7 +76,9 @@ class ServerState:
     admin_token: str
 
 
-def get_state(request: Request) -> ServerState:
+async def get_state(request: Request) -> ServerState:
+    # async (like the two below) so that FastAPI calls it on the event loop: a plain function would be
+    # sent to the thread pool on every request, which costs more than the rest of a small request
     state: ServerState = request.app.state.kpilot
     return state
 
@@ -84,11 +86,11 @@ def get_state(request: Request) -> ServerState:
 StateDep = Annotated[ServerState, Depends(get_state)]
 
 
-def get_settings(state: StateDep) -> ServerSettings:
+async def get_settings(state: StateDep) -> ServerSettings:
     return state.settings
 
 
-def get_writer(state: StateDep) -> IngestWriter:
+async def get_writer(state: StateDep) -> IngestWriter:
     return state.writer
 
 
@@ -98,7 +100,7 @@ WriterDep = Annotated[IngestWriter, Depends(get_writer)]
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+async def require_admin(request: Request, state: StateDep) -> None:
     """The local admin API: loopback clients presenting the token from ``server.json`` only."""
     client = request.client.host if request.client else ""
     if client not in _LOOPBACK and not client.removeprefix("::ffff:").startswith("127."):
