@@ -60,18 +60,66 @@ def flush(port: int, token: str) -> None:
 
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
     return 0
+
+
+def tree_rss_kib(pid: int) -> tuple[int, int]:
+    """Resident memory of the server process alone, and of the server with its prepare worker and the
+    fork server it came from (both descend from the server process)."""
+    own = rss_kib(pid)
+    total = own
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == pid:
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"multiprocessing" in cmdline and _descends(int(proc.name), pid):
+            total += rss_kib(int(proc.name))
+    return own, total
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    """Whether ``ancestor`` is on ``pid``'s parent chain."""
+    for _ in range(5):
+        try:
+            stat = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == ancestor:
+            return True
+        if parent <= 1:
+            return False
+        pid = parent
+    return False
 
 
 class Client(threading.Thread):
     def __init__(
-        self, n: int, port: int, key: str, batch: int, start: float, warm_end: float, end: float
+        self,
+        n: int,
+        port: int,
+        key: str,
+        batch: int,
+        start: float,
+        warm_end: float,
+        end: float,
+        interval: float | None = None,
     ) -> None:
         super().__init__(daemon=True)
         self.n, self.port, self.batch = n, port, batch
+        # Open loop (``interval`` seconds between sends, staggered per client): latency counts from the
+        # scheduled send time, so a stalled server is not hidden by clients that stop sending (no
+        # coordinated omission). Closed loop (None): the next batch leaves when the reply arrived.
+        self.interval = interval
         self.start_at, self.warm_end, self.end = start, warm_end, end
         self.auth = "Basic " + base64.b64encode(f"{key}:".encode()).decode()
         self.latencies: list[float] = []
@@ -103,13 +151,22 @@ class Client(threading.Thread):
     def run(self) -> None:
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
         seq = 0
+        scheduled = self.start_at + (self.interval or 0.0) * (self.n / 16.0)
         while True:
             now = time.monotonic()
             if now >= self.end:
                 break
+            late = 0.0
+            if self.interval is not None:
+                wait = scheduled - time.monotonic()
+                if wait > 0:
+                    time.sleep(wait)
+                    now = time.monotonic()
+                late = max(0.0, now - scheduled)
+                scheduled += self.interval
             body = self.body(seq)
             seq += 1
-            t0 = time.perf_counter()
+            t0 = time.perf_counter() - late
             try:
                 conn.request(
                     "POST",
@@ -151,6 +208,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument(
+        "--rate",
+        type=float,
+        default=None,
+        help="open loop: offer this many events/s in total on a fixed schedule (default: closed loop)",
+    )
+    parser.add_argument(
+        "--prepare-workers", type=int, default=None, help="the server's KPILOT_PREPARE_WORKERS"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ingest_http.json")
     parser.add_argument("--md", type=Path, default=ROOT / "benchmarks/results/ingest_http.md")
     args = parser.parse_args()
@@ -162,6 +228,8 @@ def main() -> None:
             key = create_key(ws.meta, project_by_name(ws.meta, "bench")).key
         env = {k: v for k, v in os.environ.items() if not k.startswith("KPILOT_")}
         env["PYTHONPATH"] = str(ROOT / "src")
+        if args.prepare_workers is not None:
+            env["KPILOT_PREPARE_WORKERS"] = str(args.prepare_workers)
         log = (Path(tmp) / "serve.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "kpilot", "--home", str(home), "serve", "--port", "0"],
@@ -184,8 +252,12 @@ def main() -> None:
             start = time.monotonic()
             warm_end = start + args.warmup
             end = warm_end + args.duration
-            clients = [Client(n, port, key, args.batch, start, warm_end, end) for n in range(args.clients)]
+            interval = args.clients * args.batch / args.rate if args.rate else None
+            clients = [
+                Client(n, port, key, args.batch, start, warm_end, end, interval) for n in range(args.clients)
+            ]
             memory: list[tuple[float, int]] = []
+            memory_tree: list[tuple[float, int]] = []
             load_start = os.getloadavg()
             for c in clients:
                 c.start()
@@ -194,7 +266,9 @@ def main() -> None:
             stored_at_warm_end: int | None = None
             while time.monotonic() < end:
                 t = round(time.monotonic() - start, 1)
-                memory.append((t, rss_kib(proc.pid)))
+                own, total = tree_rss_kib(proc.pid)
+                memory.append((t, own))
+                memory_tree.append((t, total))
                 state = health(port)
                 backlog.append((t, int(state["pending_events"])))
                 if stored_at_warm_end is None and time.monotonic() >= warm_end:
@@ -216,6 +290,7 @@ def main() -> None:
     latencies = [lat for c in clients for lat in c.latencies]
     events = sum(c.events for c in clients)
     measured = [m for t, m in memory if t >= args.warmup]
+    measured_tree = [m for t, m in memory_tree if t >= args.warmup]
     window = 10.0
     per_window = [0] * max(1, int(args.duration // window))
     for c in clients:
@@ -233,6 +308,7 @@ def main() -> None:
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "clients": args.clients,
+        "offered_events_per_s": args.rate,
         "batch_size": args.batch,
         "requests": len(latencies),
         "errors": sum(c.errors for c in clients),
@@ -258,6 +334,10 @@ def main() -> None:
             "last": round(measured[-1] / 1024, 1) if measured else None,
             "max": round(max(measured) / 1024, 1) if measured else None,
             "series_s_kib": memory,
+            "with_workers_first": round(measured_tree[0] / 1024, 1) if measured_tree else None,
+            "with_workers_last": round(measured_tree[-1] / 1024, 1) if measured_tree else None,
+            "with_workers_max": round(max(measured_tree) / 1024, 1) if measured_tree else None,
+            "with_workers_series_s_kib": memory_tree,
             "duckdb_buffers_series_s_kib": store_memory,
         },
     }
@@ -269,19 +349,27 @@ def main() -> None:
     args.md.write_text(
         "# Ingestion over HTTP (loopback)\n\n"
         f"Run {result['date']} on {result['machine']['cpus']} CPUs, Python {result['machine']['python']}; "
-        f"{args.clients} concurrent clients on the same machine, batches of {args.batch} Segment track events "
+        f"{args.clients} concurrent clients on the same machine, "
+        + (
+            f"open loop at {args.rate:,.0f} events/s offered (latency from each batch's scheduled send time), "
+            if args.rate
+            else "closed loop (each client sends its next batch when the reply arrived), "
+        )
+        + f"batches of {args.batch} Segment track events "
         f"to `/v1/batch`, {args.duration:g} s measured after {args.warmup:g} s warm-up "
         f"(`benchmarks/ingest_http.py`). The machine was shared: 1-minute load average "
         f"{result['load_average_1m']['start']} at the start, {result['load_average_1m']['end']} at the end.\n\n"
         "Acknowledged means flushed to the ingestion log; *stored/s* counts events applied to the event "
         "store from the end of the warm-up until the backlog was drained after the load stopped.\n\n"
         "| acknowledged events/s | stored events/s | drain after load s | max backlog events | requests | errors | "
-        "p50 ms | p90 ms | p99 ms | max ms | log flushes | store commits | RSS first → last (max) MiB |\n"
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |\n"
+        "p50 ms | p90 ms | p99 ms | max ms | log flushes | store commits | RSS first → last (max) MiB | "
+        "with workers MiB |\n"
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |\n"
         f"| {result['events_per_s']:,.0f} | {result['stored_per_s']:,.0f} | {result['drain_after_load_s']} | "
         f"{result['backlog_max_events']:,} | {result['requests']} | {result['errors']} | {lat['p50']} | "
         f"{lat['p90']} | {lat['p99']} | {lat['max']} | {writer['log_flushes']} | {writer['commits']} | "
-        f"{rss['first']} → {rss['last']} ({rss['max']}) |\n"
+        f"{rss['first']} → {rss['last']} ({rss['max']}) | "
+        f"{rss['with_workers_first']} → {rss['with_workers_last']} ({rss['with_workers_max']}) |\n"
     )
     print(args.md.read_text())
 

@@ -27,7 +27,7 @@ import os
 import queue
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -109,6 +109,8 @@ class WriterStats:
     failed_records: int = 0
     replayed_requests: int = 0
     largest_group: int = 0
+    prepare_wait_ms: int = 0  # the applier waiting for the prepare worker
+    store_ms: int = 0  # the applier storing (transactions)
 
     def as_dict(self) -> dict[str, int]:
         return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
@@ -300,16 +302,20 @@ class IngestWriter:
 
     # ---- apply thread ------------------------------------------------------------------------------
     def _run_apply(self) -> None:
-        """Store groups in log order; while group ``k`` is being stored, group ``k + 1`` is being prepared."""
-        inflight: tuple[Future[Any], list[_Item]] | None = None
+        """Store groups in log order. While group ``k`` is being stored, the next groups (one per prepare
+        worker) are being prepared."""
+        inflight: deque[tuple[Future[Any], list[_Item]]] = deque()
+        ahead = max(1, self._pool.workers) + 1  # the group stored next, and one being prepared per worker
         stop = False
         while True:
-            items, stop = self._take(block=inflight is None and not stop, stop=stop)
-            following = (self._pool.submit([(p, b) for p, b, _ in items]), items) if items else None
-            if inflight is not None:
-                self._apply_until_done(*inflight)
-            inflight = following
-            if stop and inflight is None:
+            while len(inflight) < ahead and not stop:
+                items, stop = self._take(block=not inflight, stop=stop)
+                if not items:
+                    break
+                inflight.append((self._pool.submit([(p, b) for p, b, _ in items]), items))
+            if inflight:
+                self._apply_until_done(*inflight.popleft())
+            elif stop:
                 break
 
     def _take(self, *, block: bool, stop: bool) -> tuple[list[_Item], bool]:
@@ -337,12 +343,16 @@ class IngestWriter:
 
     def _apply_until_done(self, future: Future[Any], items: list[_Item]) -> None:
         """Store a group; while the store cannot take it at all, keep it and retry (it is safe in the log)."""
+        t0 = time.perf_counter()
         prepared = self._prepared(future, items)
+        t1 = time.perf_counter()
         delay = 0.1
         while not self._apply(prepared):
             log.error("the store refused ingested events; retrying in %.1f s", delay)
             time.sleep(delay)
             delay = min(delay * 2, 10.0)
+        self.stats.prepare_wait_ms += round((t1 - t0) * 1000)
+        self.stats.store_ms += round((time.perf_counter() - t1) * 1000)
         self._release(sum(n for _, _, n in items))
         with self._progress:
             self._applied = items[-1][0]
