@@ -215,6 +215,11 @@ def main() -> None:
         help="open loop: offer this many events/s in total on a fixed schedule (default: closed loop)",
     )
     parser.add_argument(
+        "--no-rollups",
+        action="store_true",
+        help="serve with KPILOT_ROLLUPS=false: no rollup or session upkeep (what the upkeep costs)",
+    )
+    parser.add_argument(
         "--prepare-workers", type=int, default=None, help="the server's KPILOT_PREPARE_WORKERS"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ingest_http.json")
@@ -228,6 +233,8 @@ def main() -> None:
             key = create_key(ws.meta, project_by_name(ws.meta, "bench")).key
         env = {k: v for k, v in os.environ.items() if not k.startswith("KPILOT_")}
         env["PYTHONPATH"] = str(ROOT / "src")
+        if args.no_rollups:
+            env["KPILOT_ROLLUPS"] = "false"
         if args.prepare_workers is not None:
             env["KPILOT_PREPARE_WORKERS"] = str(args.prepare_workers)
         log = (Path(tmp) / "serve.log").open("wb")
@@ -309,6 +316,7 @@ def main() -> None:
         "warmup_s": args.warmup,
         "clients": args.clients,
         "offered_events_per_s": args.rate,
+        "rollups": not args.no_rollups,
         "batch_size": args.batch,
         "requests": len(latencies),
         "errors": sum(c.errors for c in clients),
