@@ -14,6 +14,7 @@ in-process and a new worker is started for the next one.
 
 from __future__ import annotations
 
+import gc
 import logging
 import multiprocessing
 import os
@@ -126,7 +127,12 @@ def _warm() -> None:
 
 
 def _follow_server(server_pid: int) -> None:
-    """Worker initializer: exit when the server process is gone (a SIGKILLed server cannot stop its pool)."""
+    """Worker initializer: exit when the server process is gone (a SIGKILLed server cannot stop its pool),
+    and collect cyclic garbage rarely. A group is tens of thousands of parsed, acyclic JSON objects; with
+    the default thresholds the collector walks them again and again (parsing alone took 5x longer)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
     def watch() -> None:
         while True:
