@@ -220,6 +220,9 @@ def main() -> None:
         help="serve with KPILOT_ROLLUPS=false: no rollup or session upkeep (what the upkeep costs)",
     )
     parser.add_argument(
+        "--store-memory-limit", default=None, help="the server's KPILOT_STORE_MEMORY_LIMIT (e.g. 512MB)"
+    )
+    parser.add_argument(
         "--prepare-workers", type=int, default=None, help="the server's KPILOT_PREPARE_WORKERS"
     )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ingest_http.json")
@@ -235,6 +238,8 @@ def main() -> None:
         env["PYTHONPATH"] = str(ROOT / "src")
         if args.no_rollups:
             env["KPILOT_ROLLUPS"] = "false"
+        if args.store_memory_limit:
+            env["KPILOT_STORE_MEMORY_LIMIT"] = args.store_memory_limit
         if args.prepare_workers is not None:
             env["KPILOT_PREPARE_WORKERS"] = str(args.prepare_workers)
         log = (Path(tmp) / "serve.log").open("wb")
@@ -317,6 +322,7 @@ def main() -> None:
         "clients": args.clients,
         "offered_events_per_s": args.rate,
         "rollups": not args.no_rollups,
+        "store_memory_limit": args.store_memory_limit,
         "batch_size": args.batch,
         "requests": len(latencies),
         "errors": sum(c.errors for c in clients),

@@ -24,6 +24,11 @@ class Settings(BaseSettings):
         default=True,
         description="Maintain per-day person bitmaps at every write and answer queries from them when they can",
     )
+    store_memory_limit: str | None = Field(
+        default=None,
+        description="Cap on the event store's (DuckDB's) memory, e.g. `1GB`; default: DuckDB's (80% of RAM). "
+        "Past it DuckDB evicts cached blocks and spills large operations to disk",
+    )
     spark_master: str = Field(default="local[*]", description="Spark master URL for `--engine spark`")
     lake: str | None = Field(default=None, description="Lake directory or URI read by `--engine spark`")
 

@@ -52,7 +52,12 @@ class Workspace:
         self.store = (
             store
             if store is not None
-            else EventStore(home / "events.duckdb", read_only=read_only, rollups=get_settings().rollups)
+            else EventStore(
+                home / "events.duckdb",
+                read_only=read_only,
+                rollups=get_settings().rollups,
+                memory_limit=get_settings().store_memory_limit,
+            )
         )
 
     @classmethod

@@ -66,7 +66,14 @@ class BatchResult:
 class EventStore:
     """A DuckDB database file holding every project's events, persons and ingest statistics."""
 
-    def __init__(self, path: Path | str, *, read_only: bool = False, rollups: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path | str,
+        *,
+        read_only: bool = False,
+        rollups: bool = True,
+        memory_limit: str | None = None,
+    ) -> None:
         self.path = Path(path)
         self.read_only = read_only
         self.maintain_rollups = rollups
@@ -74,10 +81,15 @@ class EventStore:
         self._rollup_tz: dict[int, str | None] = {}
         self._rollup_deltas: dict[int, int] = {}
         self._sessions = session_store.Upkeep()
+        config: dict[str, str | bool | int | float | list[str]] = {}
+        if memory_limit:
+            config["memory_limit"] = memory_limit
         try:
-            self.conn = duckdb.connect(str(self.path), read_only=read_only)
+            self.conn = duckdb.connect(str(self.path), read_only=read_only, config=config)
         except duckdb.IOException as exc:
             raise WorkspaceError(f"cannot open event store {self.path}: {exc}") from exc
+        except (duckdb.InvalidInputException, duckdb.ParserException) as exc:
+            raise WorkspaceError(f"KPILOT_STORE_MEMORY_LIMIT {memory_limit!r} is not valid: {exc}") from exc
         self._write_lock = threading.Lock()
         if not read_only:
             self._upgrade()
