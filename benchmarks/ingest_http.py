@@ -373,7 +373,22 @@ def main() -> None:
         f"to `/v1/batch`, {args.duration:g} s measured after {args.warmup:g} s warm-up "
         f"(`benchmarks/ingest_http.py`). The machine was shared: 1-minute load average "
         f"{result['load_average_1m']['start']} at the start, {result['load_average_1m']['end']} at the end.\n\n"
-        "Acknowledged means flushed to the ingestion log; *stored/s* counts events applied to the event "
+        + (
+            "Server settings: "
+            + ", ".join(
+                f"`{k}={v}`"
+                for k, v in (
+                    ("KPILOT_ROLLUPS", "false" if args.no_rollups else None),
+                    ("KPILOT_STORE_MEMORY_LIMIT", args.store_memory_limit),
+                    ("KPILOT_PREPARE_WORKERS", args.prepare_workers),
+                )
+                if v is not None
+            )
+            + ".\n\n"
+            if args.no_rollups or args.store_memory_limit or args.prepare_workers is not None
+            else ""
+        )
+        + "Acknowledged means flushed to the ingestion log; *stored/s* counts events applied to the event "
         "store from the end of the warm-up until the backlog was drained after the load stopped.\n\n"
         "| acknowledged events/s | stored events/s | drain after load s | max backlog events | requests | errors | "
         "p50 ms | p90 ms | p99 ms | max ms | log flushes | store commits | RSS first → last (max) MiB | "
