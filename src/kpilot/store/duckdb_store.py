@@ -32,6 +32,7 @@ __all__ = [
     "InTransaction",
     "PropRow",
     "canonical_batch",
+    "event_columns",
     "identity_rows",
 ]
 
@@ -422,18 +423,19 @@ def canonical_batch(
 ) -> tuple[pa.Table, list[tuple[str, str]], list[PropRow]]:
     """What :meth:`EventStore.write_arrow` takes for ``events``: the event table (``received_at`` per event),
     the merges and the person property rows, in event order."""
-    table = pa.Table.from_pydict(
-        {
-            "uuid": [e.uuid for e in events],
-            "event": [e.event for e in events],
-            "distinct_id": [e.distinct_id for e in events],
-            "timestamp": [e.timestamp for e in events],
-            "properties": [e.properties_json() for e in events],
-            "received_at": received_at,
-        },
-        schema=_EVENT_SCHEMA,
-    )
+    table = pa.Table.from_pydict({**event_columns(events), "received_at": received_at}, schema=_EVENT_SCHEMA)
     return (table, *identity_rows(events))
+
+
+def event_columns(events: Sequence[Normalized]) -> dict[str, list[Any]]:
+    """The stored columns of ``events`` that come from the events themselves, as Python lists."""
+    return {
+        "uuid": [e.uuid for e in events],
+        "event": [e.event for e in events],
+        "distinct_id": [e.distinct_id for e in events],
+        "timestamp": [e.timestamp for e in events],
+        "properties": [e.properties_json() for e in events],
+    }
 
 
 def identity_rows(events: Sequence[Normalized]) -> tuple[list[tuple[str, str]], list[PropRow]]:

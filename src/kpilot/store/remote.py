@@ -137,18 +137,14 @@ def decode_query(data: bytes) -> tuple[str, list[Any] | dict[str, Any] | None]:
 def encode_batch(events: Sequence[Normalized], received_at: datetime | None = None) -> bytes:
     """Normalised events as Arrow. Person property values travel as the text the store keeps for them, so
     the server stores exactly what a direct write would."""
-    from kpilot.store.duckdb_store import _prop_text
+    from kpilot.store.duckdb_store import _prop_text, event_columns
 
     def props(values: Mapping[str, Any]) -> str:
         return orjson.dumps({str(k): _prop_text(v) for k, v in values.items()}).decode()
 
     table = pa.Table.from_pydict(
         {
-            "uuid": [e.uuid for e in events],
-            "event": [e.event for e in events],
-            "distinct_id": [e.distinct_id for e in events],
-            "timestamp": [e.timestamp for e in events],
-            "properties": [e.properties_json() for e in events],
+            **event_columns(events),
             "merges": [[list(m) for m in e.merges] for e in events],
             "set_props": [props(e.set_props) for e in events],
             "set_once_props": [props(e.set_once_props) for e in events],
