@@ -188,3 +188,28 @@ def test_a_request_the_store_refuses_is_set_aside_and_the_rest_goes_on(
         assert [w.kind for w in warnings] == ["apply_failed"]
     finally:
         server.stop()
+
+
+def test_the_applier_survives_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "ws"
+    keys = make_workspace(home)
+    server = start_thread_server(home)
+    try:
+        writer = server.app_state.writer
+        real = writer._apply
+        calls: list[int] = []
+
+        def flaky(prepared: Any) -> bool:
+            calls.append(len(prepared))
+            if len(calls) == 1:
+                raise RuntimeError("unexpected")
+            return bool(real(prepared))
+
+        monkeypatch.setattr(writer, "_apply", flaky)
+        body = {"batch": [{"type": "track", "event": "e", "userId": "u", "messageId": "m1"}]}
+        assert httpx.post(server.url + "/v1/batch", json=body, auth=(keys["alpha"], "")).status_code == 200
+        assert server.sql("SELECT distinct_id FROM events") == [("u",)]
+        assert len(calls) == 2  # failed once, then stored on the retry
+        assert writer._apply_thread.is_alive()
+    finally:
+        server.stop()

@@ -314,9 +314,23 @@ class IngestWriter:
                     break
                 inflight.append((self._pool.submit([(p, b) for p, b, _ in items]), items))
             if inflight:
-                self._apply_until_done(*inflight.popleft())
+                self._apply_guarded(*inflight.popleft())
             elif stop:
                 break
+
+    def _apply_guarded(self, future: Future[Any], items: list[_Item]) -> None:
+        """:meth:`_apply_until_done`, retried after anything unexpected: the apply thread must not end while
+        the log holds records (a retry may store a request twice; the second copy is deduplicated)."""
+        while True:
+            try:
+                self._apply_until_done(future, items)
+                return
+            except Exception:
+                log.exception(
+                    "applying %d logged request(s) failed unexpectedly; retrying in 1 s", len(items)
+                )
+                time.sleep(1.0)
+                future = self._pool.submit([(p, b) for p, b, _ in items])
 
     def _take(self, *, block: bool, stop: bool) -> tuple[list[_Item], bool]:
         """Queued records up to ``commit_max_events`` events (waiting for the first when ``block``), and
