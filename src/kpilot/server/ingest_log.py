@@ -94,17 +94,11 @@ class IngestLog:
             if base + len(data) <= after:
                 continue
             offset = 0
-            while offset < len(data):
-                if offset + _HEADER.size > len(data):
-                    raise LogCorrupt(f"{path}: truncated record header at byte {offset}")
-                length, crc = _HEADER.unpack_from(data, offset)
-                start = offset + _HEADER.size
-                payload = data[start : start + length]
-                if len(payload) < length or zlib.crc32(payload) != crc:
-                    raise LogCorrupt(f"{path}: damaged record at byte {offset}")
-                offset = start + length
+            for offset, payload in _frames(data):
                 if base + offset > after:
                     yield base + offset, payload
+            if offset < len(data):
+                raise LogCorrupt(f"{path}: damaged record at byte {offset}")
 
     # ---- appending -------------------------------------------------------------------------------
     def append(self, payloads: Sequence[bytes]) -> list[int]:
@@ -180,17 +174,23 @@ class IngestLog:
             self._file = None
 
 
-def _valid_length(data: bytes) -> int:
-    """How many leading bytes of a segment hold whole, intact records."""
+def _frames(data: bytes) -> Iterator[tuple[int, bytes]]:
+    """``(end offset, payload)`` of the whole, intact records at the start of a segment's bytes; stops at
+    the first truncated or damaged one."""
     offset = 0
     while offset + _HEADER.size <= len(data):
         length, crc = _HEADER.unpack_from(data, offset)
         start = offset + _HEADER.size
         payload = data[start : start + length]
         if len(payload) < length or zlib.crc32(payload) != crc:
-            break
+            return
         offset = start + length
-    return offset
+        yield offset, payload
+
+
+def _valid_length(data: bytes) -> int:
+    """How many leading bytes of a segment hold whole, intact records."""
+    return max((end for end, _ in _frames(data)), default=0)  # ends only grow
 
 
 def _fsync_dir(directory: Path) -> None:
