@@ -4,6 +4,7 @@ replays exactly what the store lacks (per project) and sets aside what the store
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from kpilot.keys import list_warnings, project_by_name
 from kpilot.server.ingest_log import IngestLog, LogCorrupt
 from kpilot.server.writer import LogRecord
 from kpilot.workspace import Workspace
-from tests.server_helpers import make_workspace, start_thread_server
+from tests.server_helpers import ThreadServer, make_workspace, start_thread_server
 
 
 def _payloads(n: int, size: int = 100) -> list[bytes]:
@@ -158,58 +159,61 @@ def test_start_replays_what_the_store_lacks_per_project(tmp_path: Path) -> None:
         server.stop()
 
 
+@pytest.fixture
+def served(tmp_path: Path) -> Iterator[tuple[ThreadServer, tuple[str, str]]]:
+    """A server on a fresh one-project workspace, and the project's write key as Basic auth."""
+    keys = make_workspace(tmp_path / "ws")
+    server = start_thread_server(tmp_path / "ws")
+    try:
+        yield server, (keys["alpha"], "")
+    finally:
+        server.stop()
+
+
 def test_a_request_the_store_refuses_is_set_aside_and_the_rest_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    served: tuple[ThreadServer, tuple[str, str]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = tmp_path / "ws"
-    keys = make_workspace(home)
-    server = start_thread_server(home)
-    try:
-        store = server.ws.store
-        real = store.write_arrow
+    server, auth = served
+    home = server.home
+    store = server.ws.store
+    real = store.write_arrow
 
-        def refusing(project_id: int, table: Any, *args: Any, **kwargs: Any) -> Any:
-            if "poison" in table.column("distinct_id").to_pylist():
-                raise RuntimeError("refused")
-            return real(project_id, table, *args, **kwargs)
+    def refusing(project_id: int, table: Any, *args: Any, **kwargs: Any) -> Any:
+        if "poison" in table.column("distinct_id").to_pylist():
+            raise RuntimeError("refused")
+        return real(project_id, table, *args, **kwargs)
 
-        monkeypatch.setattr(store, "write_arrow", refusing)
-        auth = (keys["alpha"], "")
-        bad = {"batch": [{"type": "track", "event": "e", "userId": "poison", "messageId": "p1"}]}
-        good = {"batch": [{"type": "track", "event": "e", "userId": "fine", "messageId": "g1"}]}
-        assert httpx.post(server.url + "/v1/batch", json=bad, auth=auth).status_code == 200
-        assert httpx.post(server.url + "/v1/batch", json=good, auth=auth).status_code == 200
-        assert server.sql("SELECT distinct_id FROM events") == [("fine",)]
-        assert server.app_state.writer.stats.failed_records == 1
-        (line,) = (home / "ingest-log" / "failed.jsonl").read_bytes().splitlines()
-        kept = orjson.loads(line)
-        assert kept["record"]["m"][0]["userId"] == "poison" and kept["position"] > 0
-        warnings = list_warnings(server.ws.meta, project_by_name(server.ws.meta, "alpha"))
-        assert [w.kind for w in warnings] == ["apply_failed"]
-    finally:
-        server.stop()
+    monkeypatch.setattr(store, "write_arrow", refusing)
+    bad = {"batch": [{"type": "track", "event": "e", "userId": "poison", "messageId": "p1"}]}
+    good = {"batch": [{"type": "track", "event": "e", "userId": "fine", "messageId": "g1"}]}
+    assert httpx.post(server.url + "/v1/batch", json=bad, auth=auth).status_code == 200
+    assert httpx.post(server.url + "/v1/batch", json=good, auth=auth).status_code == 200
+    assert server.sql("SELECT distinct_id FROM events") == [("fine",)]
+    assert server.app_state.writer.stats.failed_records == 1
+    (line,) = (home / "ingest-log" / "failed.jsonl").read_bytes().splitlines()
+    kept = orjson.loads(line)
+    assert kept["record"]["m"][0]["userId"] == "poison" and kept["position"] > 0
+    warnings = list_warnings(server.ws.meta, project_by_name(server.ws.meta, "alpha"))
+    assert [w.kind for w in warnings] == ["apply_failed"]
 
 
-def test_the_applier_survives_an_unexpected_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    home = tmp_path / "ws"
-    keys = make_workspace(home)
-    server = start_thread_server(home)
-    try:
-        writer = server.app_state.writer
-        real = writer._apply
-        calls: list[int] = []
+def test_the_applier_survives_an_unexpected_error(
+    served: tuple[ThreadServer, tuple[str, str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server, auth = served
+    writer = server.app_state.writer
+    real = writer._apply
+    calls: list[int] = []
 
-        def flaky(prepared: Any) -> bool:
-            calls.append(len(prepared))
-            if len(calls) == 1:
-                raise RuntimeError("unexpected")
-            return bool(real(prepared))
+    def flaky(prepared: Any) -> bool:
+        calls.append(len(prepared))
+        if len(calls) == 1:
+            raise RuntimeError("unexpected")
+        return bool(real(prepared))
 
-        monkeypatch.setattr(writer, "_apply", flaky)
-        body = {"batch": [{"type": "track", "event": "e", "userId": "u", "messageId": "m1"}]}
-        assert httpx.post(server.url + "/v1/batch", json=body, auth=(keys["alpha"], "")).status_code == 200
-        assert server.sql("SELECT distinct_id FROM events") == [("u",)]
-        assert len(calls) == 2  # failed once, then stored on the retry
-        assert writer._apply_thread.is_alive()
-    finally:
-        server.stop()
+    monkeypatch.setattr(writer, "_apply", flaky)
+    body = {"batch": [{"type": "track", "event": "e", "userId": "u", "messageId": "m1"}]}
+    assert httpx.post(server.url + "/v1/batch", json=body, auth=auth).status_code == 200
+    assert server.sql("SELECT distinct_id FROM events") == [("u",)]
+    assert len(calls) == 2  # failed once, then stored on the retry
+    assert writer._apply_thread.is_alive()
