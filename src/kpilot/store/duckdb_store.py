@@ -145,7 +145,11 @@ class EventStore:
                 self._rollup_tz.clear()  # what the rolled-back work cached may not hold
                 self._sessions.forget()
                 raise
-            cur.execute("COMMIT")
+            rollup_store.commit_begins(self)  # readers' rollup caches stop trusting what they hold
+            try:
+                cur.execute("COMMIT")
+            finally:
+                rollup_store.commit_ended(self)
             cur.close()
 
     def write_batch(

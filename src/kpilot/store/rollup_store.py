@@ -14,13 +14,23 @@ The tables (see :mod:`kpilot.store.schema`):
   new ids above every id ever merged), so an absorbed id in a bitmap always means the absorbed person.
 
 Everything here runs inside the caller's write transaction: rollups change exactly when events do.
+
+Readers cache what they load (:mod:`kpilot.compute.rollups`), so the store tells them when it writes:
+:func:`commit_begins` and :func:`commit_ended` bracket every COMMIT of :class:`EventStore` (its
+``_transaction``), and :func:`write_generation` is what a reader compares before trusting its cache. The
+counter belongs to the database file, not to one :class:`EventStore`, since two stores opened on one file in
+one process share the database.
 """
 
 from __future__ import annotations
 
 import array
+import os
+import threading
+import weakref
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import duckdb
 import numpy as np
@@ -33,12 +43,15 @@ __all__ = [
     "add_staged",
     "bitmap_from",
     "build",
+    "commit_begins",
+    "commit_ended",
     "compact",
     "drop",
     "grouped",
     "person_sets",
     "project_sources",
     "rollup_timezone",
+    "write_generation",
 ]
 
 _DAY = "CAST({local} AS DATE)"
@@ -239,3 +252,59 @@ def compact(cur: duckdb.DuckDBPyConnection, project_id: int) -> int:
     cur.execute("INSERT INTO rollup_persons SELECT ?, day, event, persons FROM compacted", [project_id])
     cur.unregister("compacted")
     return len(merged)
+
+
+# ---- write generations --------------------------------------------------------------------------------
+class _Generation:
+    __slots__ = ("committing", "value")
+
+    def __init__(self) -> None:
+        self.value = 0
+        self.committing = 0
+
+
+_GENERATION_LOCK = threading.Lock()
+_GENERATIONS: dict[object, _Generation] = {}
+_STORE_GENERATION: weakref.WeakKeyDictionary[Any, _Generation] = weakref.WeakKeyDictionary()
+
+
+def _generation(store: Any) -> _Generation:
+    """The counter of ``store``'s database file (by device and inode, so any spelling of the path agrees)."""
+    gen = _STORE_GENERATION.get(store)
+    if gen is not None:
+        return gen
+    with _GENERATION_LOCK:
+        key: object
+        try:
+            st = os.stat(store.path)
+            key = (st.st_dev, st.st_ino)
+        except (OSError, TypeError, AttributeError):  # in memory, or no file: this store alone
+            key = ("store", id(store))
+        gen = _GENERATIONS.setdefault(key, _Generation())
+        _STORE_GENERATION[store] = gen
+        return gen
+
+
+def commit_begins(store: Any) -> None:
+    """``store`` is about to COMMIT a write: caches of its data must not be trusted until it ends."""
+    gen = _generation(store)
+    with _GENERATION_LOCK:
+        gen.committing += 1
+        gen.value += 1
+
+
+def commit_ended(store: Any) -> None:
+    """The COMMIT announced by :func:`commit_begins` is over (done or failed)."""
+    gen = _generation(store)
+    with _GENERATION_LOCK:
+        gen.committing -= 1
+        gen.value += 1
+
+
+def write_generation(store: Any) -> tuple[int, bool]:
+    """(generation, quiet) of ``store``'s database: the generation changes around every committed write, and
+    ``quiet`` is False while a commit is under way. Data read while quiet, with the same generation before
+    and after the read, is the data of that generation."""
+    gen = _generation(store)
+    with _GENERATION_LOCK:
+        return gen.value, gen.committing == 0
