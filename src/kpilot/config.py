@@ -29,6 +29,13 @@ class Settings(BaseSettings):
         description="Cap on the event store's (DuckDB's) memory, e.g. `1GB`; default: DuckDB's (80% of RAM). "
         "Past it DuckDB evicts cached blocks and spills large operations to disk",
     )
+    id_index_mb: int = Field(
+        default=512,
+        ge=0,
+        description="Memory budget (MiB) of the event store's in-memory index of stored event ids, used by "
+        "deduplication: 8 bytes per stored event of the days recent writes touched. Past it the least "
+        "recently used days are dropped and read again from the store when needed",
+    )
     spark_master: str = Field(default="local[*]", description="Spark master URL for `--engine spark`")
     lake: str | None = Field(default=None, description="Lake directory or URI read by `--engine spark`")
 

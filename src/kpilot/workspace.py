@@ -57,6 +57,7 @@ class Workspace:
                 read_only=read_only,
                 rollups=get_settings().rollups,
                 memory_limit=get_settings().store_memory_limit,
+                id_index_mb=get_settings().id_index_mb,
             )
         )
 

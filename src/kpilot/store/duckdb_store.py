@@ -21,6 +21,7 @@ import pyarrow as pa
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
 from kpilot.store import rollup_store, session_store
+from kpilot.store.id_index import IdIndex, days_of
 from kpilot.store.identity import plan_identity
 from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
 
@@ -74,6 +75,7 @@ class EventStore:
         read_only: bool = False,
         rollups: bool = True,
         memory_limit: str | None = None,
+        id_index_mb: int = 512,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
@@ -91,8 +93,16 @@ class EventStore:
             raise WorkspaceError(f"cannot open event store {self.path}: {exc}") from exc
         except (duckdb.InvalidInputException, duckdb.ParserException) as exc:
             raise WorkspaceError(f"KPILOT_STORE_MEMORY_LIMIT {memory_limit!r} is not valid: {exc}") from exc
-        self._write_lock = threading.Lock()
-        if not read_only:
+        self._shared: _Writer | None = None
+        self._after_commit: list[Callable[[], None]] = []
+        if read_only:
+            self._write_lock = threading.Lock()
+            self._ids = IdIndex(0)
+        else:
+            # Every writing EventStore of one file in this process shares a lock and the id index, so the
+            # index sees every committed write (DuckDB gives such connections one database instance).
+            self._shared = _Writer.attach(self.path, id_index_mb * 2**20)
+            self._write_lock, self._ids = self._shared.lock, self._shared.ids
             self._upgrade()
 
     def _upgrade(self) -> None:
@@ -117,6 +127,9 @@ class EventStore:
         self.conn.execute(SCHEMA_SQL)  # new tables and views of this version (all IF NOT EXISTS / OR REPLACE)
 
     def close(self) -> None:
+        if self._shared is not None:
+            self._shared.detach(self.path)
+            self._shared = None
         self.conn.close()
 
     # ---- reads -------------------------------------------------------------------------------------
@@ -140,6 +153,7 @@ class EventStore:
             try:
                 yield cur
             except BaseException:
+                self._after_commit.clear()
                 cur.execute("ROLLBACK")
                 cur.close()
                 self._rollup_tz.clear()  # what the rolled-back work cached may not hold
@@ -150,7 +164,10 @@ class EventStore:
                 cur.execute("COMMIT")
             finally:
                 rollup_store.commit_ended(self)
-            cur.close()
+                cur.close()
+                done, self._after_commit = self._after_commit, []
+            for fn in done:
+                fn()
 
     def write_batch(
         self,
@@ -222,33 +239,37 @@ class EventStore:
         return BatchResult(received, int(accepted), received - int(accepted))
 
     def _drop_stored_duplicates(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
-        """Remove staged rows whose id is already stored within :data:`DEDUP_WINDOW`.
+        """Remove staged rows whose id is already stored within :data:`DEDUP_WINDOW` of the row's timestamp.
 
-        First a semi-join on the 64-bit id hash (one integer column of the events in the time window), then,
-        only for the rare candidates, the exact comparison of the id text.
+        The in-memory id index (:mod:`kpilot.store.id_index`) names the candidates; only those are compared
+        with stored rows (id text and timestamps). The rows left are recorded in the index after the commit.
         """
-        lo, hi = cur.execute("SELECT min(timestamp), max(timestamp) FROM staged").fetchone()  # type: ignore[misc]
-        if lo is None:
-            return
-        # clamp the window to the representable range: events of year 1 or 9999 must not overflow it
-        low = lo - DEDUP_WINDOW if lo > datetime.min + DEDUP_WINDOW else datetime.min
-        high = hi + DEDUP_WINDOW if hi < datetime.max - DEDUP_WINDOW else datetime.max
-        window = [project_id, low, high]
-        cur.execute(
-            """CREATE OR REPLACE TEMP TABLE dup_candidates AS
-               SELECT DISTINCT e.uuid_hash FROM events e SEMI JOIN staged s ON e.uuid_hash = s.uuid_hash
-               WHERE e.project_id = ? AND e.timestamp BETWEEN ? AND ?""",
-            window,
-        )
-        if cur.execute("SELECT count(*) FROM dup_candidates").fetchone()[0]:  # type: ignore[index]
+        got = cur.execute("SELECT uuid_hash, timestamp FROM staged").fetchnumpy()
+        hashes = np.asarray(got["uuid_hash"], dtype=np.uint64)
+        days = days_of(np.asarray(got["timestamp"]))
+        hit = self._ids.candidates(cur, project_id, hashes, days)
+        if hit.any():
+            cur.register("dup_candidates", pa.table({"uuid_hash": pa.array(np.unique(hashes[hit]))}))
+            # the candidates' outer window bounds the scan (zone maps skip the rest of the events)
+            lo, hi = cur.execute(
+                "SELECT min(timestamp), max(timestamp) FROM staged SEMI JOIN dup_candidates USING (uuid_hash)"
+            ).fetchone()  # type: ignore[misc]
+            low = lo - DEDUP_WINDOW if lo > datetime.min + DEDUP_WINDOW else datetime.min
+            high = hi + DEDUP_WINDOW if hi < datetime.max - DEDUP_WINDOW else datetime.max
             cur.execute(
-                """DELETE FROM staged WHERE uuid IN (
-                       SELECT e.uuid FROM events e JOIN staged s ON e.uuid = s.uuid
+                """DELETE FROM staged WHERE uuid_hash IN (SELECT uuid_hash FROM dup_candidates) AND EXISTS (
+                       SELECT 1 FROM events e
                        WHERE e.project_id = ? AND e.timestamp BETWEEN ? AND ?
-                         AND e.uuid_hash IN (SELECT uuid_hash FROM dup_candidates))""",
-                window,
+                         AND e.uuid_hash = staged.uuid_hash AND e.uuid = staged.uuid
+                         AND abs(epoch_us(e.timestamp) - epoch_us(staged.timestamp)) <= ?)""",
+                [project_id, low, high, DEDUP_WINDOW // timedelta(microseconds=1)],
             )
-        cur.execute("DROP TABLE dup_candidates")
+            cur.unregister("dup_candidates")
+            got = cur.execute("SELECT uuid_hash, timestamp FROM staged").fetchnumpy()
+            hashes = np.asarray(got["uuid_hash"], dtype=np.uint64)
+            days = days_of(np.asarray(got["timestamp"]))
+        ids = self._ids
+        self._after_commit.append(lambda: ids.add(project_id, hashes, days))
 
     def _resolve_identity(
         self,
@@ -416,6 +437,35 @@ class EventStore:
     def checkpoint(self) -> None:
         with self._write_lock:
             self.conn.execute("CHECKPOINT")
+
+
+class _Writer:
+    """What every writing :class:`EventStore` of one database file in this process shares."""
+
+    def __init__(self, budget_bytes: int) -> None:
+        self.lock = threading.Lock()
+        self.ids = IdIndex(budget_bytes)
+        self.users = 0
+
+    @classmethod
+    def attach(cls, path: Path, budget_bytes: int) -> _Writer:
+        with _WRITERS_GUARD:
+            key = path.resolve()
+            shared = _WRITERS.get(key)
+            if shared is None:
+                shared = _WRITERS[key] = _Writer(budget_bytes)
+            shared.users += 1
+            return shared
+
+    def detach(self, path: Path) -> None:
+        with _WRITERS_GUARD:
+            self.users -= 1
+            if self.users == 0:
+                _WRITERS.pop(path.resolve(), None)
+
+
+_WRITERS: dict[Path, _Writer] = {}
+_WRITERS_GUARD = threading.Lock()
 
 
 PropRow = tuple[str, str, str | None, datetime, bool]
