@@ -29,6 +29,9 @@ are the same JSON the engine returns.
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -46,12 +49,31 @@ from kpilot.compute.spec import (
     StickinessSpec,
     TrendsSpec,
 )
-from kpilot.store.rollup_store import grouped, person_sets, project_sources, rollup_timezone
+from kpilot.store.rollup_store import (
+    bitmap_from,
+    grouped,
+    person_sets,
+    project_sources,
+    rollup_timezone,
+    write_generation,
+)
 
-__all__ = ["Rollups", "answer", "answer_from_store", "answerable", "build", "load", "needs"]
+__all__ = [
+    "CACHE_BYTES",
+    "Rollups",
+    "answer",
+    "answer_from_store",
+    "answerable",
+    "build",
+    "cached_rollups",
+    "load",
+    "needs",
+]
 
 _EPOCH = date(1970, 1, 1)
 _ROLLING = {"wau": 7, "mau": 30}
+_EMPTY = BitMap()
+"""Shared empty set: never modified (every operation here makes a new set)."""
 
 
 @dataclass
@@ -67,6 +89,9 @@ class Rollups:
     absorbed: BitMap = field(default_factory=BitMap)
     stale: bool = False
     """Set when an added row carries an absorbed person id (the store reused it): rebuild before use."""
+    _resolved: tuple[np.ndarray, np.ndarray] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # ---- maintenance ---------------------------------------------------------------------------------
     def add(self, days: Iterable[date], events: Iterable[str], persons: Iterable[int]) -> None:
@@ -95,6 +120,7 @@ class Rollups:
         if absorbed != into:
             self.survivor[absorbed] = into
             self.absorbed.add(absorbed)
+            self._resolved = None
 
     # ---- reading -------------------------------------------------------------------------------------
     def final(self, person: int) -> int:
@@ -104,6 +130,20 @@ class Rollups:
             seen += 1
         return person
 
+    def _final_ids(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sorted absorbed ids and, for each, the person it ended up in (chains followed by pointer jumping)."""
+        if self._resolved is None:
+            src = np.array(sorted(self.survivor), dtype=np.int64)
+            dst = np.array([self.survivor[int(a)] for a in src], dtype=np.int64)
+            for _ in range(64):  # 2**64 links: any chain (merges never form a cycle: absorbed ids stay dead)
+                idx = np.minimum(np.searchsorted(src, dst), len(src) - 1)
+                hit = src[idx] == dst
+                if not hit.any():
+                    break
+                dst = np.where(hit, dst[idx], dst)
+            self._resolved = (src, dst)
+        return self._resolved
+
     def canonical(self, persons: BitMap) -> BitMap:
         """``persons`` with every absorbed id replaced by the id of the person it ended up in."""
         if not self.survivor:
@@ -111,7 +151,26 @@ class Rollups:
         moved = persons & self.absorbed
         if not moved:
             return persons
-        return (persons - self.absorbed) | BitMap(self.final(p) for p in moved)
+        src, dst = self._final_ids()
+        ids = np.frombuffer(moved.to_array(), dtype=np.uint32)
+        return (persons - self.absorbed) | bitmap_from(dst[np.searchsorted(src, ids)])
+
+    def canonicalised(self) -> Rollups:
+        """This rollup with every set canonical and no merges left to apply (itself when it has none)."""
+        if not self.survivor:
+            return self
+        return Rollups(
+            self.project_id,
+            self.timezone,
+            by_event={k: self.canonical(v) for k, v in self.by_event.items()},
+            any_event={k: self.canonical(v) for k, v in self.any_event.items()},
+            stale=self.stale,
+        )
+
+    def day_set(self, day: date, event: str | None) -> BitMap:
+        """The stored set of ``day`` and ``event`` as it is (not canonicalised); empty when there is none."""
+        got = self.any_event.get(day) if event is None else self.by_event.get((day, event))
+        return _EMPTY if got is None else got
 
     def persons(self, days: Iterable[date], event: str | None = None) -> BitMap:
         """Canonical set of persons who did ``event`` (any event when None) on any of ``days``."""
@@ -160,14 +219,15 @@ def answer(rollups: Rollups, spec: QuerySpec, week_start: str = "monday") -> dic
     """The engine's result for ``spec`` computed from the rollup, or ``None`` when the rollup cannot answer it."""
     if rollups.stale or not answerable(spec, rollups.timezone):
         return None
+    r = rollups.canonicalised()  # every set once, so unions and intersections below need no more
     if isinstance(spec, TrendsSpec):
-        return _trends(rollups, spec, week_start)
+        return _trends(r, spec, week_start)
     if isinstance(spec, StickinessSpec):
-        return _stickiness(rollups, spec, week_start)
+        return _stickiness(r, spec, week_start)
     if isinstance(spec, RetentionSpec):
-        return _retention(rollups, spec, spec.week_start or week_start)
+        return _retention(r, spec, spec.week_start or week_start)
     if isinstance(spec, FeatureAdoptionSpec):
-        return _adoption(rollups, spec, week_start)
+        return _adoption(r, spec, week_start)
     return None
 
 
@@ -185,29 +245,207 @@ def needs(spec: QuerySpec, week_start: str) -> tuple[date, date, set[str | None]
     raise AssertionError(f"not answerable from rollups: {spec.kind}")
 
 
-def load(
-    cursor: Any, project_id: int, timezone: str, first: date, last: date, events: set[str | None]
-) -> Rollups:
-    """The stored rollup's sets for days ``first``..``last`` and ``events`` (None: any event), with merges."""
+def _fetch(
+    cursor: Any,
+    project_id: int,
+    first: date,
+    last: date,
+    events: Iterable[str | None],
+    sizes: list[int] | None = None,
+) -> dict[tuple[date, str | None], BitMap]:
+    """The stored sets of days ``first``..``last`` and ``events`` (None: any event), delta rows unioned, not
+    canonicalised; the stored size of each row is appended to ``sizes``."""
     named = sorted(e for e in events if e is not None)
     params: list[Any] = [project_id, first, last]
     clauses = ["event IS NULL"] if None in events else []
     if named:
         clauses.append("list_contains($4::VARCHAR[], event)")
         params.append(named)
-    out = Rollups(project_id, timezone)
+    if not clauses:
+        return {}
     rows = cursor.execute(
         f"""SELECT day, event, persons FROM rollup_persons
             WHERE project_id = $1 AND day BETWEEN $2 AND $3 AND ({" OR ".join(clauses)})""",
         params,
     ).fetchall()
+    parts: dict[tuple[date, str | None], list[BitMap]] = {}
     for day, event, blob in rows:
-        out.add_stored(day, event, blob)
+        parts.setdefault((day, event), []).append(BitMap.deserialize(blob))
+        if sizes is not None:
+            sizes.append(len(blob))
+    return {k: v[0] if len(v) == 1 else BitMap.union(*v) for k, v in parts.items()}
+
+
+def _merges(cursor: Any, project_id: int, into: Rollups) -> None:
     for absorbed, survivor in cursor.execute(
         "SELECT absorbed, survivor FROM rollup_merges WHERE project_id = ?", [project_id]
     ).fetchall():
-        out.record_merge(int(absorbed), int(survivor))
+        into.record_merge(int(absorbed), int(survivor))
+
+
+def load(
+    cursor: Any, project_id: int, timezone: str, first: date, last: date, events: set[str | None]
+) -> Rollups:
+    """The stored rollup's sets for days ``first``..``last`` and ``events`` (None: any event), with merges."""
+    out = Rollups(project_id, timezone)
+    for (day, event), bm in _fetch(cursor, project_id, first, last, events).items():
+        if event is None:
+            out.any_event[day] = bm
+        else:
+            out.by_event[(day, event)] = bm
+    _merges(cursor, project_id, out)
     return out
+
+
+# ---- the readers' cache ------------------------------------------------------------------------------------
+CACHE_BYTES = 512 * 2**20
+"""Serialized size of the sets one store's cache may hold (least recently used projects go first)."""
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """What a store's cache holds for one project at one write generation; never changed once cached (a
+    query that needs more days or events caches an extended copy)."""
+
+    generation: int
+    timezone: str | None
+    """The rollup's timezone (None: the project has no rollup)."""
+    merges: Rollups
+    """Only the merges: canonicalises what is loaded later."""
+    rollups: Rollups
+    """The loaded sets, canonical (no merges left to apply)."""
+    spans: dict[str | None, tuple[date, date]]
+    """Per event (None: any event), the days loaded: every stored set of those days is in ``rollups``."""
+    nbytes: int
+
+
+class _StoreCache:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[int, _Entry] = OrderedDict()
+
+
+_CACHES: weakref.WeakKeyDictionary[Any, _StoreCache] = weakref.WeakKeyDictionary()
+_CACHES_LOCK = threading.Lock()
+
+
+def _new_entry(cursor: Any, project_id: int, generation: int) -> _Entry:
+    timezone = rollup_timezone(cursor, project_id)
+    merges = Rollups(project_id, timezone or "UTC")
+    if timezone is not None:
+        _merges(cursor, project_id, merges)
+    return _Entry(generation, timezone, merges, Rollups(project_id, timezone or "UTC"), {}, 0)
+
+
+def _covers(entry: _Entry, first: date, last: date, events: set[str | None]) -> bool:
+    for e in events:
+        span = entry.spans.get(e)
+        if span is None or span[0] > first or span[1] < last:
+            return False
+    return True
+
+
+def _extend(cursor: Any, entry: _Entry, first: date, last: date, events: set[str | None]) -> _Entry:
+    """``entry`` with the sets of days ``first``..``last`` and ``events`` loaded too (a new entry)."""
+    wanted: list[tuple[str | None, date, date]] = []
+    spans = dict(entry.spans)
+    for e in events:
+        span = spans.get(e)
+        if span is None:
+            wanted.append((e, first, last))
+            spans[e] = (first, last)
+            continue
+        if first < span[0]:
+            wanted.append((e, first, span[0] - timedelta(days=1)))
+        if last > span[1]:
+            wanted.append((e, span[1] + timedelta(days=1), last))
+        spans[e] = (min(first, span[0]), max(last, span[1]))
+    if not wanted:
+        return entry
+    by_event = dict(entry.rollups.by_event)
+    any_event = dict(entry.rollups.any_event)
+    sizes: list[int] = []
+    for e, lo, hi in wanted:
+        for (day, event), bm in _fetch(cursor, entry.merges.project_id, lo, hi, {e}, sizes).items():
+            if event is None:
+                any_event[day] = entry.merges.canonical(bm)
+            else:
+                by_event[(day, event)] = entry.merges.canonical(bm)
+    rollups = Rollups(entry.rollups.project_id, entry.rollups.timezone, by_event, any_event)
+    return _Entry(entry.generation, entry.timezone, entry.merges, rollups, spans, entry.nbytes + sum(sizes))
+
+
+def _read(
+    store: Any,
+    entry: _Entry | None,
+    project_id: int,
+    timezone: str,
+    generation: int,
+    span: tuple[date, date],
+    events: set[str | None],
+) -> _Entry:
+    """``entry`` (a new one when None) extended by what the query needs, read in one DuckDB transaction."""
+    cur = store.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        try:
+            got = entry or _new_entry(cur, project_id, generation)
+            if got.timezone == timezone:
+                got = _extend(cur, got, span[0], span[1], events)
+        finally:
+            cur.execute("COMMIT")
+    finally:
+        cur.close()
+    return got
+
+
+def cached_rollups(
+    store: Any, project_id: int, timezone: str, first: date, last: date, events: set[str | None]
+) -> Rollups | None:
+    """The canonical sets of ``project_id``'s stored rollup for days ``first``..``last`` and ``events``
+    (possibly more), or None when the project has no rollup in ``timezone``.
+
+    Served from a per-store cache of what earlier queries loaded, which is valid for one write generation of
+    the store (:func:`kpilot.store.rollup_store.write_generation`): any committed write (events, merges,
+    compaction, a rebuild) starts a new one, and the next query reads afresh. The sets of one answer always
+    come from one state of the store: a read that overlaps a commit is not cached, and while a commit is
+    under way every read is a fresh one in its own transaction.
+    """
+    with _CACHES_LOCK:
+        cache = _CACHES.get(store)
+        if cache is None:
+            cache = _CACHES[store] = _StoreCache()
+    span = (first, last)
+    for _ in range(3):
+        generation, quiet = write_generation(store)
+        if not quiet:
+            break
+        with cache.lock:
+            entry = cache.entries.get(project_id)
+            if entry is not None and entry.generation != generation:
+                del cache.entries[project_id]
+                entry = None
+            if entry is not None:
+                cache.entries.move_to_end(project_id)
+        if entry is not None and entry.timezone != timezone:
+            return None
+        if entry is not None and _covers(entry, first, last, events):
+            return entry.rollups
+        got = _read(store, entry, project_id, timezone, generation, span, events)
+        if write_generation(store) != (generation, True):
+            continue  # a commit overlapped the read: what it loaded may be newer than the entry
+        with cache.lock:
+            if cache.entries.get(project_id, entry) is entry:
+                cache.entries[project_id] = got
+                cache.entries.move_to_end(project_id)
+                total = sum(e.nbytes for e in cache.entries.values())
+                while total > CACHE_BYTES and len(cache.entries) > 1:
+                    _, dropped = cache.entries.popitem(last=False)
+                    total -= dropped.nbytes
+        return got.rollups if got.timezone == timezone else None
+    # writes keep coming: one consistent read, not cached
+    got = _read(store, None, project_id, timezone, -1, span, events)
+    return got.rollups if got.timezone == timezone else None
 
 
 def answer_from_store(
@@ -219,14 +457,10 @@ def answer_from_store(
     """
     if not answerable(spec, timezone):
         return None
-    cur = store.cursor()
-    try:
-        if rollup_timezone(cur, project_id) != timezone:
-            return None
-        first, last, events = needs(spec, week_start)
-        rollups = load(cur, project_id, timezone, first, last, events)
-    finally:
-        cur.close()
+    first, last, events = needs(spec, week_start)
+    rollups = cached_rollups(store, project_id, timezone, first, last, events)
+    if rollups is None:
+        return None
     return answer(rollups, spec, week_start)
 
 
@@ -240,18 +474,53 @@ def _bucket_days(start: datetime, interval: str, first: date, last: date) -> lis
     return _days(max(start.date(), first), min(end - timedelta(days=1), last))
 
 
+def _union(r: Rollups, days: Iterable[date], event: str | None) -> BitMap:
+    """Union of the day sets of ``days`` (``r`` canonical: see :meth:`Rollups.canonicalised`)."""
+    parts = [r.day_set(d, event) for d in days]
+    parts = [p for p in parts if p]
+    if not parts:
+        return BitMap()
+    return parts[0] if len(parts) == 1 else BitMap.union(*parts)
+
+
+def _rolling(r: Rollups, event: str | None, first: date, last: date, window: int) -> list[int]:
+    """For each day of ``first``..``last``, the number of persons in the union of the ``window`` day sets
+    ending on it.
+
+    Days are cut into blocks of ``window`` (counted from ``first - window + 1``); per day the union of its
+    block up to it (prefix) and from it to the block's end (suffix). A window is one prefix when it starts a
+    block, else the suffix of its first day plus the prefix of its last: three unions per day, not ``window``.
+    """
+    sets = [r.day_set(d, event) for d in _days(first - timedelta(days=window - 1), last)]
+    n = len(sets)
+    prefix: list[BitMap] = []
+    for i, s in enumerate(sets):
+        prefix.append(s if i % window == 0 else prefix[i - 1] | s)
+    suffix: list[BitMap] = [_EMPTY] * n
+    for i in range(n - 1, -1, -1):
+        end_of_block = i % window == window - 1 or i == n - 1
+        suffix[i] = sets[i] if end_of_block else sets[i] | suffix[i + 1]
+    out = []
+    for i in range(window - 1, n):
+        lo = i - window + 1
+        if lo % window == 0:
+            out.append(len(prefix[i]))
+        else:
+            out.append(suffix[lo].union_cardinality(prefix[i]))
+    return out
+
+
 def _trends(r: Rollups, spec: TrendsSpec, week_start: str) -> dict[str, Any] | None:
     if spec.compare or spec.math == "total" or spec.interval == "hour":
         return None
     first, last = spec.first_day, spec.last_day
     start, end = spec.local_bounds()
     if spec.interval == "day" and spec.math in ("wau", "mau", "dau_mau_ratio"):
-        window = _ROLLING.get(spec.math, 30)
+        counts = _rolling(r, spec.event, first, last, _ROLLING.get(spec.math, 30))
         values: list[int | float] = []
-        for d in _days(first, last):
-            n = len(r.persons(_days(d - timedelta(days=window - 1), d), spec.event))
+        for d, n in zip(_days(first, last), counts, strict=True):
             if spec.math == "dau_mau_ratio":
-                dau = len(r.persons([d], spec.event))
+                dau = len(r.day_set(d, spec.event))
                 values.append(dau / n if n else 0.0)
             else:
                 values.append(n)
@@ -262,7 +531,7 @@ def _trends(r: Rollups, spec: TrendsSpec, week_start: str) -> dict[str, Any] | N
         }
     series = []
     for b in buckets(start, end, spec.interval, week_start):
-        n = len(r.persons(_bucket_days(b, spec.interval, first, last), spec.event))
+        n = len(_union(r, _bucket_days(b, spec.interval, first, last), spec.event))
         series.append({"date": bucket_label(b, spec.interval), "value": n})
     return {"series": series}
 
@@ -273,10 +542,10 @@ def _stickiness(r: Rollups, spec: StickinessSpec, week_start: str) -> dict[str, 
     start, end = spec.local_bounds()
     labels = buckets(start, end, spec.interval, week_start)
     sets = [
-        r.persons(_bucket_days(b, spec.interval, spec.first_day, spec.last_day), spec.event) for b in labels
+        _union(r, _bucket_days(b, spec.interval, spec.first_day, spec.last_day), spec.event) for b in labels
     ]
     size = max((s.max() for s in sets if s), default=-1) + 1
-    per_person = np.zeros(size, dtype=np.int64)
+    per_person = np.zeros(size, dtype=np.int32)
     for s in sets:
         if s:
             per_person[np.frombuffer(s.to_array(), dtype=np.uint32)] += 1
@@ -298,8 +567,11 @@ def _retention(r: Rollups, spec: RetentionSpec, week_start: str) -> dict[str, An
         lo = starts[i]
         return _days(lo.date(), next_bucket(lo, spec.period).date() - timedelta(days=1))
 
-    cohorts = [r.persons(period_days(i), spec.start_event) for i in range(n)]
-    returns = [r.persons(period_days(i), spec.return_event) for i in range(n)]
+    cohorts = [_union(r, period_days(i), spec.start_event) for i in range(n)]
+    if spec.return_event == spec.start_event:
+        returns = list(cohorts)
+    else:
+        returns = [_union(r, period_days(i), spec.return_event) for i in range(n)]
     if spec.cumulative:  # "on or after": returned in period p or later
         for i in range(n - 2, -1, -1):
             returns[i] = returns[i] | returns[i + 1]
@@ -317,8 +589,8 @@ def _adoption(r: Rollups, spec: FeatureAdoptionSpec, week_start: str) -> dict[st
     series = []
     for b in buckets(start, end, spec.interval, week_start):
         days = _bucket_days(b, spec.interval, spec.first_day, spec.last_day)
-        active = r.persons(days, spec.active_event)
-        adopters = r.persons(days, spec.event).intersection_cardinality(active)
+        active = _union(r, days, spec.active_event)
+        adopters = _union(r, days, spec.event).intersection_cardinality(active)
         n = len(active)
         series.append(
             {
