@@ -14,10 +14,12 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from kpilot.compute import sessions_mat
 from kpilot.compute.engine import DuckDBEngine, run_query
 from kpilot.compute.spec import parse_spec
 from kpilot.errors import SpecError
@@ -57,10 +59,55 @@ def rebuilt(env: Env) -> list[tuple[Any, ...]]:
     return sorted((p, s, e, r, sorted((x["event"], x["n"]) for x in ev_)) for p, s, e, r, ev_ in rows)
 
 
+def _days(cur: Any, project_id: int) -> dict[int, tuple[Any, ...]]:
+    days = session_store.load_days(cur, project_id, -(10**6), 10**6)
+    return {
+        d: (a.sessions, a.duration_us, a.engaged, a.durations.tolist(), list(a.persons), a)
+        for d, a in days.items()
+    }
+
+
+def check_days(env: Env) -> None:
+    """The day aggregates the upkeep left hold what a build from the stored sessions gives (their bounds on
+    run starts, ends and run lengths may be looser, never tighter)."""
+    cur = env.ws.store.cursor()
+    try:
+        cur.execute("BEGIN TRANSACTION")
+        tz = session_store.day_timezone(cur, env.project.id)
+        assert tz == env.project.timezone
+        kept = _days(cur, env.project.id)
+        session_store.build_days(cur, env.project.id, tz)
+        built = _days(cur, env.project.id)
+        cur.execute("ROLLBACK")
+    finally:
+        cur.close()
+    assert {d: v[:5] for d, v in kept.items()} == {d: v[:5] for d, v in built.items()}
+    for d, v in kept.items():
+        a, b = v[5], built[d][5]
+        assert a.min_run_start <= b.min_run_start and a.max_end >= b.max_end
+        assert a.max_run_seconds >= b.max_run_seconds
+
+
+@pytest.fixture(autouse=True)
+def day_answers(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[bool]]:
+    """Records, for every answer from the materialised sessions, whether the day aggregates gave it."""
+    calls: list[bool] = []
+    original = sessions_mat.answer_from_days
+
+    def recording(*args: Any, **kwargs: Any) -> Any:
+        got = original(*args, **kwargs)
+        calls.append(got is not None)
+        return got
+
+    monkeypatch.setattr(sessions_mat, "answer_from_days", recording)
+    yield calls
+
+
 def check(env: Env, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The upkeep left exactly what a rebuild gives, and the sessions answer ``spec`` (checked against raw
-    events by ``Env.query``)."""
+    """The upkeep left exactly what a rebuild gives (sessions and day aggregates), and the sessions answer
+    ``spec`` (checked against raw events by ``Env.query``)."""
     assert stored(env) == rebuilt(env)
+    check_days(env)
     got = env.query(spec or SPEC)
     assert env.engine.last_source == "sessions"
     return got
@@ -381,3 +428,88 @@ def test_a_read_only_store_without_the_session_tables_reads_raw_events(tmp_path:
         engine = DuckDBEngine(ws.store)
         assert run_query(engine, project, parse_spec(SPEC))["totals"]["sessions"] == 1
         assert engine.last_source == "events"
+
+
+# ---- day aggregates -----------------------------------------------------------------------------------------
+
+
+def test_kth_smallest_and_median_across_sorted_arrays_are_exact() -> None:
+    rng = random.Random(3)
+    for _ in range(40):
+        arrays = [
+            np.sort(
+                np.array([rng.choice([0.0, 1.5, 2.0, rng.random() * 100]) for _ in range(rng.randint(0, 30))])
+            )
+            for _ in range(rng.randint(1, 5))
+        ]
+        every_value = np.sort(np.concatenate(arrays))
+        if len(every_value) == 0:
+            continue
+        for k in {0, len(every_value) // 2, len(every_value) - 1}:
+            assert sessions_mat.kth_smallest(arrays, k) == every_value[k]
+        n = len(every_value)
+        expected = every_value[n // 2] if n % 2 else (every_value[n // 2 - 1] + every_value[n // 2]) / 2
+        assert sessions_mat._median(arrays, n) == expected
+
+
+def test_whole_day_default_specs_come_from_the_day_aggregates(env_ny: Env, day_answers: list[bool]) -> None:
+    env_ny.load(
+        every(25, "2024-03-10T04:00:00", 12, "a", "$pageview")  # around local midnight and the DST jump
+        + every(5, "2024-03-09T04:58:00", 2, "b", "$screen")  # 23:58 and 00:03 local: one session, Mar 8
+        + every(40, "2024-03-11T12:00:00", 3, "c")
+    )
+    for spec in (
+        {"kind": "sessions", "date_from": "2024-03-08", "date_to": "2024-03-12"},
+        {"kind": "sessions", "date_from": "2024-03-09", "date_to": "2024-03-10", "interval": "week"},
+        {"kind": "sessions", "date_from": "2024-03-01", "date_to": "2024-03-31", "interval": "month"},
+        {"kind": "sessions", "date_from": "2024-03-10", "date_to": "2024-03-10"},  # cuts a's run at midnight
+    ):
+        day_answers.clear()
+        check(env_ny, spec)
+        assert day_answers == [True], spec
+    for extra in (
+        {"engaged_seconds": 0},
+        {"key_events": ["x"]},
+        {"pageview_events": ["$pageview"]},
+        {"timezone": "UTC"},
+        {"date_from": "2024-03-08T06:00:00"},
+    ):
+        day_answers.clear()
+        check(env_ny, {"kind": "sessions", "date_from": "2024-03-08", "date_to": "2024-03-12", **extra})
+        assert True not in day_answers, extra
+
+
+def test_a_merge_moves_persons_between_days(env: Env, day_answers: list[bool]) -> None:
+    env.load(
+        [
+            ev("$pageview", "anon", "2024-03-01T23:50:00Z"),
+            ev("$pageview", "anon", "2024-03-02T10:00:00Z"),
+            ev("click", "user", "2024-03-02T00:05:00Z"),
+            ev("click", "user", "2024-03-03T10:00:00Z"),
+        ]
+    )
+    assert [p["persons"] for p in check(env)["series"][:3]] == [1, 2, 1]
+    env.load([ev("$identify", "user", "2024-03-04T00:00:00Z", **{"$anon_distinct_id": "anon"})])
+    got = check(env)
+    # anon's 23:50 and user's 00:05 are one session of Mar 1 now: user has no session starting on Mar 2
+    # but anon's 10:00 one, and anon's id is gone from every day
+    assert [p["persons"] for p in got["series"][:4]] == [1, 1, 1, 1]
+    assert got["totals"]["persons"] == 1
+    assert all(day_answers)
+
+
+def test_a_store_from_before_the_day_aggregates_gets_them_built(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    with Workspace.init(home) as ws:
+        project = ws.create_project("p", "Asia/Kolkata")
+        env = Env(ws, project)
+        env.load(every(10, "2024-03-01T18:00:00", 12, "a") + every(50, "2024-03-01T10:00:00", 12, "b"))
+        # what a version-4 store looks like: sessions, no day aggregates
+        ws.store.conn.execute("DROP TABLE session_days; DROP TABLE session_day_projects")
+        ws.store.conn.execute("UPDATE kpilot_schema SET version = 4")
+    with Workspace.open(home) as ws:
+        env = Env(ws, project)
+        assert ws.store.fetchall("SELECT count(*) FROM session_days")[0][0] == 2
+        check(env)
+        env.load(every(10, "2024-03-02T18:00:00", 3, "c"))
+        check(env)

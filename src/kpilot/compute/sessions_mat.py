@@ -17,10 +17,15 @@ events. The answer is the raw-event query's, field for field:
 
 from __future__ import annotations
 
+from datetime import date, datetime
 from typing import Any
 
 import duckdb
+import numpy as np
+import pyarrow as pa
+from pyroaring import BitMap
 
+from kpilot.compute.buckets import buckets, next_bucket
 from kpilot.compute.context import QueryContext
 from kpilot.compute.dialect import DIALECTS, lit
 from kpilot.compute.queries import sessions as sq
@@ -29,7 +34,14 @@ from kpilot.store import session_store
 from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import ProjectInfo
 
-__all__ = ["answer_from_store", "answerable", "sessions_sql"]
+__all__ = [
+    "answer_from_days",
+    "answer_from_store",
+    "answerable",
+    "days_answer",
+    "kth_smallest",
+    "sessions_sql",
+]
 
 
 def answerable(spec: QuerySpec, params: session_store.SessionParams | None) -> bool:
@@ -90,6 +102,10 @@ def answer_from_store(store: Any, project: ProjectInfo, spec: QuerySpec) -> dict
                 return None
             if params is None or not answerable(spec, params):
                 return None
+            if days_answer(spec, ctx.timezone):
+                got = answer_from_days(cur, ctx, spec, params, lo, hi)
+                if got is not None:
+                    return got
             cur.register("session_edges", session_store.edge_sessions(cur, project.id, lo, hi, params))
             rows = cur.execute(sessions_sql(ctx, spec, lo, hi, "session_edges")).fetchall()
             cur.unregister("session_edges")
@@ -101,3 +117,160 @@ def answer_from_store(store: Any, project: ProjectInfo, spec: QuerySpec) -> dict
     if passes > sq.MAX_CAP_PASSES:
         return None  # the raw query refuses this range; let it say why
     return sq.assemble(ctx, spec, rows)
+
+
+# ---- from the day aggregates ----------------------------------------------------------------------------------
+_EPOCH = date(1970, 1, 1)
+_US = 1_000_000
+_DAY_US = 86_400 * _US
+
+
+def days_answer(spec: SessionsSpec, timezone: str) -> bool:
+    """Whether day aggregates (in the project timezone ``timezone``) hold what ``spec`` asks: whole local days
+    in that timezone, and engagement by the default rule."""
+    return (
+        not isinstance(spec.date_from, datetime)
+        and not isinstance(spec.date_to, datetime)
+        and (spec.timezone or timezone) == timezone
+        and spec.engaged_seconds == session_store.DAY_ENGAGED_SECONDS
+        and not spec.key_events
+        and sorted(set(spec.pageview_events)) == sorted(session_store.DAY_PAGEVIEWS)
+    )
+
+
+def kth_smallest(arrays: list[np.ndarray], k: int) -> float:
+    """The ``k``-th smallest value (0-based) of the union of ascending arrays of non-negative doubles,
+    by a binary search on the values' bit patterns (ordered like the values for non-negative doubles)."""
+    arrays = [a for a in arrays if len(a)]
+    if len(arrays) == 1:
+        return float(arrays[0][k])
+    lo = min(int(a[:1].view(np.int64)[0]) for a in arrays)
+    hi = max(int(a[-1:].view(np.int64)[0]) for a in arrays)
+    probe = np.zeros(1, np.int64)
+    while lo < hi:  # smallest bit pattern with more than k values at or below it: an element
+        mid = (lo + hi) // 2
+        probe[0] = mid
+        x = probe.view(np.float64)
+        if sum(int(np.searchsorted(a, x, side="right")[0]) for a in arrays) > k:
+            hi = mid
+        else:
+            lo = mid + 1
+    probe[0] = lo
+    return float(probe.view(np.float64)[0])
+
+
+def _median(arrays: list[np.ndarray], n: int) -> float:
+    """The median of ``n`` values (ascending arrays), as DuckDB's ``quantile_cont(x, 0.5)`` gives it."""
+    upper = kth_smallest(arrays, n // 2)
+    if n % 2:
+        return upper
+    below = [a[: int(np.searchsorted(a, upper, side="left"))] for a in arrays]
+    lower = max((float(b[-1]) for b in below if len(b)), default=upper)
+    if sum(len(b) for b in below) < n // 2:  # the value below the middle equals it
+        lower = upper
+    return (lower + upper) / 2
+
+
+def _row(lvl: str, bucket: datetime | None, days: list[session_store.Day]) -> tuple[Any, ...] | None:
+    """A row as :func:`sessions.scored_sql` gives it, for the sessions of ``days``; None when there are none."""
+    days = [d for d in days if d.sessions]
+    n = sum(d.sessions for d in days)
+    if n == 0:
+        return None
+    persons = len(days[0].persons) if len(days) == 1 else len(BitMap.union(*(d.persons for d in days)))
+    avg = sum(d.duration_us for d in days) / (n * _US)
+    return (
+        lvl,
+        "",
+        bucket,
+        n,
+        persons,
+        avg,
+        _median([d.durations for d in days], n),
+        sum(d.engaged for d in days),
+    )
+
+
+def answer_from_days(
+    cur: duckdb.DuckDBPyConnection,
+    ctx: QueryContext,
+    spec: SessionsSpec,
+    params: session_store.SessionParams,
+    lo: datetime,
+    hi: datetime,
+) -> dict[str, Any] | None:
+    """``spec``'s result from the day aggregates, or None (no aggregates in the query timezone, or a run the
+    raw query would refuse to split).
+
+    Days whose stored sessions all lie in the query's runs (no run from before the range, no session
+    reaching past its end) and that receive no rebuilt edge session are read as stored; the others (at
+    most a few, next to the edges) are aggregated from their stored sessions and the rebuilt edge
+    sessions, exactly as :func:`sessions_sql` reads them.
+    """
+    if session_store.day_timezone(cur, ctx.project_id) != ctx.timezone:
+        return None
+    first, last = (spec.first_day - _EPOCH).days, (spec.last_day - _EPOCH).days
+    lo_us, hi_us = _micros(lo), _micros(hi)
+    days = session_store.load_days(cur, ctx.project_id, first, last)
+    dirty = {d for d, agg in days.items() if agg.min_run_start < lo_us or agg.max_end >= hi_us}
+    crossing = cur.execute(
+        """SELECT count(*) FROM session_days WHERE project_id = ? AND day < DATE '1970-01-01' + ?::INTEGER
+             AND max_end >= ?""",
+        [ctx.project_id, first, lo],
+    ).fetchall()[0][0]
+    cap = float(params.max_seconds)
+    longest = 0.0
+    if dirty or crossing:
+        cur.register("session_edges", session_store.edge_sessions(cur, ctx.project_id, lo, hi, params))
+        edge_days = cur.sql(
+            f"SELECT DISTINCT day FROM ({session_store.measures_sql('session_edges', ctx.timezone)})"
+        ).fetchall()
+        dirty |= {int(r[0]) for r in edge_days}
+        dirty = {d for d in dirty if first <= d <= last}
+        if dirty:
+            cur.register("session_dirty", _days_table(sorted(dirty)))
+            near = " OR ".join(  # UTC days around each dirty local day, so row groups can be skipped
+                f"start_ts >= make_timestamp({(d - 1) * _DAY_US}) AND start_ts < make_timestamp({(d + 2) * _DAY_US})"
+                for d in sorted(dirty)
+            )
+            measures = session_store.measures_sql(
+                f"""(SELECT person_id, start_ts, end_ts, run_start, events FROM person_sessions
+                     WHERE project_id = {int(ctx.project_id)} AND run_start >= {lit(lo)} AND end_ts < {lit(hi)}
+                       AND start_ts >= {lit(lo)} AND start_ts < {lit(hi)} AND ({near})
+                     UNION ALL SELECT person_id, start_ts, end_ts, run_start, events FROM session_edges)""",
+                ctx.timezone,
+            )
+            rows = cur.sql(
+                f"SELECT * FROM ({measures}) WHERE day IN (SELECT day FROM session_dirty) ORDER BY day, duration"
+            ).to_arrow_table()
+            cur.unregister("session_dirty")
+            rebuilt = session_store.days_from_rows(rows)
+            for d in dirty:
+                days.pop(d, None)
+            days.update(rebuilt)
+        cur.unregister("session_edges")
+    for agg in days.values():
+        longest = max(longest, agg.max_run_seconds)
+    if longest > cap and int(longest // cap) > sq.MAX_CAP_PASSES:
+        return None  # perhaps refused by the raw query (the bound may overstate): let the exact path decide
+    start, end = spec.local_bounds()
+    rows_out: list[tuple[Any, ...]] = []
+    for b in buckets(start, end, spec.interval, ctx.week_start):
+        d0 = max((b.date() - _EPOCH).days, first)
+        d1 = min((next_bucket(b, spec.interval).date() - _EPOCH).days - 1, last)
+        row = _row("b", b, [days[d] for d in range(d0, d1 + 1) if d in days])
+        if row is not None:
+            rows_out.append(row)
+    total = _row("t", None, [days[d] for d in sorted(days)])
+    if total is not None:
+        rows_out.append(total)
+    return sq.assemble(ctx, spec, rows_out)
+
+
+def _days_table(days: list[int]) -> pa.Table:
+    return pa.table({"day": pa.array(days, pa.int32())})
+
+
+def _micros(ts: datetime) -> int:
+    delta = ts - datetime(1970, 1, 1)
+    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds

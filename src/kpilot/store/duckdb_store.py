@@ -419,7 +419,7 @@ class EventStore:
         if self.read_only or not self.maintain_rollups:
             return False
         with self._transaction() as cur:
-            self._sessions.ensure(cur, project_id)  # materialised sessions (timezone-free), when missing
+            self._sessions.ensure(cur, project_id, timezone)  # sessions and their day aggregates, when missing
             if rollup_store.rollup_timezone(cur, project_id) == timezone:
                 return False
             rollup_store.build(cur, project_id, timezone)

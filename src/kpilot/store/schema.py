@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "SCHEMA_SQL", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL);
@@ -82,6 +82,24 @@ CREATE TABLE IF NOT EXISTS person_sessions (
     run_start TIMESTAMP NOT NULL,
     events STRUCT(event VARCHAR, n INTEGER)[] NOT NULL
 );
+-- per local day (project timezone), aggregates of the sessions starting that day (kpilot.store.session_store)
+CREATE TABLE IF NOT EXISTS session_day_projects (
+    project_id INTEGER NOT NULL,
+    timezone VARCHAR NOT NULL,
+    built_at TIMESTAMP NOT NULL
+);
+CREATE TABLE IF NOT EXISTS session_days (
+    project_id INTEGER NOT NULL,
+    day DATE NOT NULL,
+    sessions BIGINT NOT NULL,
+    duration_us BIGINT NOT NULL,
+    engaged BIGINT NOT NULL,
+    min_run_start TIMESTAMP NOT NULL,
+    max_end TIMESTAMP NOT NULL,
+    max_run_seconds DOUBLE NOT NULL,
+    durations BLOB NOT NULL,
+    persons BLOB NOT NULL
+);
 CREATE OR REPLACE VIEW person_properties AS
 WITH resolved AS (
     SELECT w.project_id, p.person_id, w.key,
@@ -106,4 +124,6 @@ UPDATE events SET uuid_hash = md5_number_lower(uuid) WHERE uuid_hash IS NULL;
     3: "SELECT 1;",
     # v4 adds the materialised session tables; projects get their sessions built when the workspace opens.
     4: "SELECT 1;",
+    # v5 adds the per-day session aggregates; projects get them built when the workspace opens.
+    5: "SELECT 1;",
 }

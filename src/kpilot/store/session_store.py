@@ -27,23 +27,36 @@ again from raw events instead. An identity merge does the same with every stored
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+from pyroaring import BitMap
+
+from kpilot.store.rollup_store import bitmap_from
 
 __all__ = [
+    "DAY_ENGAGED_SECONDS",
+    "DAY_PAGEVIEWS",
     "DEFAULT",
+    "Day",
     "SessionParams",
     "Sessionized",
     "Upkeep",
     "build",
+    "build_days",
+    "day_timezone",
+    "days_from_rows",
     "drop",
     "edge_sessions",
+    "load_days",
     "maintain",
+    "measures_sql",
     "params_of",
     "sessionize",
 ]
@@ -254,6 +267,7 @@ def drop(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
     """Remove ``project_id``'s materialised sessions: queries read raw events until they are built again."""
     cur.execute("DELETE FROM session_projects WHERE project_id = ?", [project_id])
     cur.execute("DELETE FROM person_sessions WHERE project_id = ?", [project_id])
+    drop_days(cur, project_id)
 
 
 def _insert(cur: duckdb.DuckDBPyConnection, project_id: int, rows: pa.Table) -> None:
@@ -327,11 +341,16 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, params: SessionParams
 
 # ---- upkeep -----------------------------------------------------------------------------------------------
 def maintain(
-    cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], params: SessionParams
+    cur: duckdb.DuckDBPyConnection,
+    project_id: int,
+    remap: dict[int, int],
+    params: SessionParams,
+    timezone: str | None = None,
 ) -> None:
     """Bring the sessions up to date with the batch in the temp tables ``staged`` (its deduplicated events)
     and ``batch_persons`` (its distinct ids and their current persons), and the merges ``remap``
-    (absorbed person -> surviving person)."""
+    (absorbed person -> surviving person). With ``timezone`` (the project has day aggregates in it), the
+    days whose sessions changed are brought up to date too (:func:`_update_days`)."""
     gap = timedelta(seconds=params.inactivity_seconds)
     merged = {int(a): int(b) for a, b in remap.items() if a != b}
     new = cur.sql(
@@ -351,7 +370,8 @@ def maintain(
         lo, hi = int(new_ts.min()) - gap_us, int(new_ts.max()) + gap_us
         parts.append(
             cur.sql(
-                """SELECT m.rowid AS rid, m.person_id, m.start_ts, m.end_ts, m.run_start, m.events
+                """SELECT m.rowid AS rid, m.person_id, m.person_id AS orig, m.start_ts, m.end_ts, m.run_start,
+                          m.events
                    FROM person_sessions m
                    JOIN (SELECT person_id, min(timestamp) - $2 AS lo, max(timestamp) + $2 AS hi
                          FROM session_new GROUP BY person_id) t USING (person_id)
@@ -377,7 +397,8 @@ def maintain(
         )
         parts.append(
             cur.sql(
-                """SELECT m.rowid AS rid, g.survivor AS person_id, m.start_ts, m.end_ts, m.run_start, m.events
+                """SELECT m.rowid AS rid, g.survivor AS person_id, m.person_id AS orig, m.start_ts, m.end_ts,
+                          m.run_start, m.events
                    FROM person_sessions m JOIN session_merges g USING (person_id)
                    WHERE m.project_id = $1""",
                 params=[project_id],
@@ -419,13 +440,17 @@ def maintain(
     payload_session = np.concatenate([session_of[:n_new], session_of[n_new + parents]])
     events = _event_lists(payload_session, names, counts, len(s.person))
     keep = ~np.isin(s.person, np.fromiter(s.bad, np.int64, len(s.bad)))
-    _insert(cur, project_id, _output(s, keep, events))
+    inserted = [_output(s, keep, events)]
+    _insert(cur, project_id, inserted[0])
     if s.bad:
         # The cap falls inside a stored session: split these persons' windows again from raw events.
         bad = np.isin(person, np.fromiter(s.bad, np.int64, len(s.bad)))
         windows = _windows(person[bad], start[bad], end[bad], hint[bad])
         rows, _ = _from_events(_raw_events(cur, project_id, windows), params)
         _insert(cur, project_id, rows)
+        inserted.append(rows)
+    if timezone is not None:
+        _update_days(cur, project_id, timezone, old, inserted, set(merged))
 
 
 def _order(person: np.ndarray, start: np.ndarray) -> np.ndarray:
@@ -454,6 +479,364 @@ def _windows(person: np.ndarray, start: np.ndarray, end: np.ndarray, hint: np.nd
             "hint": pa.array(np.where(h < lo, h, lo).astype("datetime64[us]"), pa.timestamp("us")),
         }
     )
+
+
+# ---- day aggregates ------------------------------------------------------------------------------------------
+DAY_ENGAGED_SECONDS = 10
+"""The day aggregates count engaged sessions by the query's default rule: over 10 s, or 2+ page views."""
+DAY_PAGEVIEWS = ("$pageview", "$screen")
+"""The default ``pageview_events`` (``key_events`` default to none)."""
+
+_US = 1_000_000
+_DAY_US = 86_400 * _US
+_DAY_COLUMNS = (
+    "day, sessions, duration_us, engaged, min_run_start, max_end, max_run_seconds, durations, persons"
+)
+
+
+@dataclass(slots=True)
+class Day:
+    """The sessions that start on one local day: what a query needs of them, without the sessions."""
+
+    sessions: int
+    duration_us: int
+    """Sum of the durations in microseconds (exact)."""
+    engaged: int
+    """Sessions engaged by the default rule (:data:`DAY_ENGAGED_SECONDS`, :data:`DAY_PAGEVIEWS`)."""
+    durations: np.ndarray
+    """Every duration in seconds, ascending, as the query computes it (``epoch(end) - epoch(start)``)."""
+    persons: BitMap
+    min_run_start: int
+    """Microseconds; at most the earliest run start of the day's sessions (a bound: kept on removals)."""
+    max_end: int
+    """Microseconds; at least the latest end of the day's sessions (a bound)."""
+    max_run_seconds: float
+    """At least the longest ``end - run_start`` of the day's sessions, in seconds (a bound)."""
+
+
+def _local(col: str, timezone: str) -> str:
+    if timezone == "UTC":
+        return col
+    quoted = "'" + timezone.replace("'", "''") + "'"
+    return f"timezone({quoted}, {col} AT TIME ZONE 'UTC')"
+
+
+def measures_sql(source: str, timezone: str, extra: str = "") -> str:
+    """SELECT per session of ``source`` (columns of ``person_sessions``): its local ``day`` (days since
+    1970-01-01), person_id, duration (seconds, the query's double), duration_us, engaged (default rule),
+    run_start_us, end_us and run_seconds, plus ``extra`` columns."""
+    dur = "(epoch(end_ts) - epoch(start_ts))"
+    names = ", ".join("'" + n + "'" for n in DAY_PAGEVIEWS)
+    pageviews = f"coalesce(list_sum([x.n FOR x IN events IF x.event IN ({names})]), 0)"
+    day = f"CAST(CAST({_local('start_ts', timezone)} AS DATE) - DATE '1970-01-01' AS INTEGER)"
+    return (
+        f"SELECT {day} AS day, person_id, {dur} AS duration,\n"
+        f"  epoch_us(end_ts) - epoch_us(start_ts) AS duration_us,\n"
+        f"  ({dur} > {DAY_ENGAGED_SECONDS} OR {pageviews} >= 2) AS engaged,\n"
+        f"  epoch_us(run_start) AS run_start_us, epoch_us(end_ts) AS end_us,\n"
+        f"  epoch(end_ts) - epoch(run_start) AS run_seconds{extra}\n"
+        f"FROM {source}"
+    )
+
+
+def _np(table: pa.Table, name: str, dtype: type) -> np.ndarray:
+    return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def days_from_rows(rows: pa.Table) -> dict[int, Day]:
+    """Day aggregates of the rows of :func:`measures_sql` (sorted by day, then duration)."""
+    if rows.num_rows == 0:
+        return {}
+    day = _np(rows, "day", np.int64)
+    person = _np(rows, "person_id", np.int64)
+    duration = _np(rows, "duration", np.float64)
+    duration_us = _np(rows, "duration_us", np.int64)
+    engaged = _np(rows, "engaged", np.int64)
+    run_start = _np(rows, "run_start_us", np.int64)
+    end = _np(rows, "end_us", np.int64)
+    run_seconds = _np(rows, "run_seconds", np.float64)
+    idx = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
+    counts = np.diff(np.append(idx, len(day)))
+    sums = np.add.reduceat(duration_us, idx)
+    engaged_n = np.add.reduceat(engaged, idx)
+    min_rs = np.minimum.reduceat(run_start, idx)
+    max_end = np.maximum.reduceat(end, idx)
+    max_run = np.maximum.reduceat(run_seconds, idx)
+    out: dict[int, Day] = {}
+    for i, (a, n) in enumerate(zip(idx.tolist(), counts.tolist(), strict=True)):
+        out[int(day[a])] = Day(
+            sessions=n,
+            duration_us=int(sums[i]),
+            engaged=int(engaged_n[i]),
+            durations=duration[a : a + n].copy(),
+            persons=bitmap_from(person[a : a + n]),
+            min_run_start=int(min_rs[i]),
+            max_end=int(max_end[i]),
+            max_run_seconds=float(max_run[i]),
+        )
+    return out
+
+
+def day_timezone(cur: duckdb.DuckDBPyConnection, project_id: int) -> str | None:
+    """The timezone of ``project_id``'s day aggregates, or None when it has none."""
+    rows = cur.execute(
+        "SELECT timezone FROM session_day_projects WHERE project_id = ?", [project_id]
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def drop_days(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+    cur.execute("DELETE FROM session_day_projects WHERE project_id = ?", [project_id])
+    cur.execute("DELETE FROM session_days WHERE project_id = ?", [project_id])
+
+
+def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int, Day]) -> None:
+    """Insert rows for ``days`` (the caller deleted their old rows); days without sessions get none."""
+    keep = sorted(d for d, agg in days.items() if agg.sessions > 0)
+    if not keep:
+        return
+    aggs = [days[d] for d in keep]
+    table = pa.table(
+        {
+            "day": pa.array(keep, pa.int32()),
+            "sessions": pa.array([a.sessions for a in aggs], pa.int64()),
+            "duration_us": pa.array([a.duration_us for a in aggs], pa.int64()),
+            "engaged": pa.array([a.engaged for a in aggs], pa.int64()),
+            "min_run_start": pa.array([a.min_run_start for a in aggs], pa.int64()),
+            "max_end": pa.array([a.max_end for a in aggs], pa.int64()),
+            "max_run_seconds": pa.array([a.max_run_seconds for a in aggs], pa.float64()),
+            "durations": pa.array(
+                [np.ascontiguousarray(a.durations, "<f8").tobytes() for a in aggs], pa.binary()
+            ),
+            "persons": pa.array([a.persons.serialize() for a in aggs], pa.binary()),
+        }
+    )
+    cur.register("session_day_rows", table)
+    cur.execute(
+        """INSERT INTO session_days
+           SELECT ?, DATE '1970-01-01' + day, sessions, duration_us, engaged, make_timestamp(min_run_start),
+                  make_timestamp(max_end), max_run_seconds, durations, persons
+           FROM session_day_rows""",
+        [project_id],
+    )
+    cur.unregister("session_day_rows")
+
+
+def _day_of(row: tuple[Any, ...]) -> tuple[int, Day]:
+    day, sessions, duration_us, engaged, min_rs, max_end, max_run, durations, persons = row
+    return (day - _EPOCH_DAY).days, Day(
+        sessions=int(sessions),
+        duration_us=int(duration_us),
+        engaged=int(engaged),
+        durations=np.frombuffer(durations, dtype="<f8"),
+        persons=BitMap.deserialize(persons),
+        min_run_start=_micros(min_rs),
+        max_end=_micros(max_end),
+        max_run_seconds=float(max_run),
+    )
+
+
+_EPOCH_DAY = date(1970, 1, 1)
+_EPOCH_TS = datetime(1970, 1, 1)
+
+
+def _micros(ts: datetime) -> int:
+    delta = ts - _EPOCH_TS
+    return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
+
+
+def load_days(cur: duckdb.DuckDBPyConnection, project_id: int, first: int, last: int) -> dict[int, Day]:
+    """The stored day aggregates of days ``first``..``last`` (days since 1970-01-01)."""
+    rows = cur.execute(
+        f"""SELECT {_DAY_COLUMNS} FROM session_days
+            WHERE project_id = ? AND day BETWEEN DATE '1970-01-01' + ?::INTEGER AND DATE '1970-01-01' + ?::INTEGER""",
+        [project_id, first, last],
+    ).fetchall()
+    return dict(_day_of(r) for r in rows)
+
+
+BUILD_DAYS = 7
+"""A day build reads the sessions of this many days at a time."""
+
+
+def build_days(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
+    """(Re)build ``project_id``'s day aggregates (local days in ``timezone``) from its stored sessions;
+    returns the number of days."""
+    drop_days(cur, project_id)
+    cur.execute(
+        "INSERT INTO session_day_projects VALUES (?, ?, ?)",
+        [project_id, timezone, datetime.now(UTC).replace(tzinfo=None)],
+    )
+    lo, hi = cur.execute(
+        "SELECT epoch_us(min(start_ts)), epoch_us(max(start_ts)) FROM person_sessions WHERE project_id = ?",
+        [project_id],
+    ).fetchall()[0]
+    if lo is None:
+        return 0
+    written = 0
+    # Local days are within a day of UTC ones: chunks of UTC days with a margin, then exact local days.
+    first, last = int(lo) // _DAY_US - 1, int(hi) // _DAY_US + 1
+    for d0 in range(first, last + 1, BUILD_DAYS):
+        d1 = min(d0 + BUILD_DAYS - 1, last)
+        table = cur.sql(
+            f"""SELECT * FROM ({measures_sql("person_sessions", timezone)}
+                               WHERE project_id = $1 AND start_ts >= make_timestamp($2::BIGINT)
+                                 AND start_ts < make_timestamp($3::BIGINT))
+                WHERE day BETWEEN $4 AND $5 ORDER BY day, duration""",
+            params=[project_id, (d0 - 2) * _DAY_US, (d1 + 3) * _DAY_US, d0, d1],
+        ).to_arrow_table()
+        days = days_from_rows(table)
+        _write_days(cur, project_id, days)
+        written += len(days)
+    return written
+
+
+def _remove_sorted(values: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """``values`` (ascending) without the multiset ``drop`` (ascending, a sub-multiset of ``values``)."""
+    if len(drop) == 0:
+        return values
+    uniq, first, counts = np.unique(drop, return_index=True, return_counts=True)
+    pos = np.searchsorted(values, uniq, side="left")
+    idx = np.repeat(pos, counts) + (np.arange(len(drop)) - np.repeat(first, counts))
+    if idx.max() >= len(values) or not np.array_equal(values[idx], drop):
+        raise AssertionError("session day aggregates out of step with the stored sessions")
+    return np.delete(values, idx)
+
+
+def _same_rows(columns: list[np.ndarray], plus: np.ndarray, minus: np.ndarray) -> bool:
+    """Whether the rows ``plus`` and ``minus`` hold the same multiset of values of ``columns``."""
+    p = [c[plus] for c in columns]
+    m = [c[minus] for c in columns]
+    po, mo = np.lexsort(p[::-1]), np.lexsort(m[::-1])
+    return all(np.array_equal(x[po], y[mo]) for x, y in zip(p, m, strict=True))
+
+
+def _update_days(
+    cur: duckdb.DuckDBPyConnection,
+    project_id: int,
+    timezone: str,
+    removed: pa.Table | None,
+    added: list[pa.Table],
+    absorbed: set[int],
+) -> None:
+    """Apply a write's session changes to the day aggregates: ``removed`` stored sessions (``orig``: the
+    person they were stored under) and ``added`` rows of ``person_sessions``; ``absorbed``: persons merged
+    away in this write (they have no session left)."""
+    cols = ["person_id", "start_ts", "end_ts", "run_start", "events"]
+    parts = []
+    if removed is not None and removed.num_rows:
+        part = removed.select(["orig", *cols[1:]]).rename_columns(cols)
+        parts.append(part.append_column("sign", pa.array(np.full(part.num_rows, -1, np.int8))))
+    for t in added:
+        if t.num_rows:
+            part = t.select(cols)
+            parts.append(part.append_column("sign", pa.array(np.ones(part.num_rows, np.int8))))
+    if not parts:
+        return
+    cur.register("session_delta", pa.concat_tables(parts, promote_options="permissive"))
+    rows = cur.sql(
+        measures_sql("session_delta", timezone, ", sign") + "\nORDER BY day, duration"
+    ).to_arrow_table()
+    cur.unregister("session_delta")
+    day = _np(rows, "day", np.int64)
+    sign = _np(rows, "sign", np.int64)
+    person = _np(rows, "person_id", np.int64)
+    duration = _np(rows, "duration", np.float64)
+    duration_us = _np(rows, "duration_us", np.int64)
+    engaged = _np(rows, "engaged", np.int64)
+    run_start = _np(rows, "run_start_us", np.int64)
+    end = _np(rows, "end_us", np.int64)
+    run_seconds = _np(rows, "run_seconds", np.float64)
+    idx = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
+    bounds = np.append(idx, len(day)).tolist()
+    # Per day: what changes. A session deleted and written again as it was (the upkeep re-splits whole runs)
+    # changes nothing; a merge that only re-keys sessions changes the persons of their days.
+    changes: dict[int, tuple[np.ndarray, np.ndarray, set[int], set[int]]] = {}
+    plain: dict[int, slice] = {}
+    for a, b in itertools.pairwise(bounds):
+        d = int(day[a])
+        plus, minus = sign[a:b] > 0, sign[a:b] < 0
+        p_dur, m_dur = duration[a:b][plus], duration[a:b][minus]
+        same_sessions = len(p_dur) == len(m_dur) and _same_rows(
+            [c[a:b] for c in (duration_us, engaged, run_start, end)], plus, minus
+        )
+        p_persons = set(person[a:b][plus].tolist())
+        m_persons = set(person[a:b][minus].tolist())
+        if same_sessions and p_persons == m_persons:
+            continue
+        changes[d] = (p_dur, m_dur, p_persons, m_persons)
+        if not same_sessions:
+            plain[d] = slice(a, b)
+    if not changes:
+        return
+    # Persons losing a session on a day may keep another one there: those of them not merged away are
+    # looked up in the stored sessions (already up to date).
+    maybe_gone = [(d, p) for d, (_, _, pp, mp) in changes.items() for p in mp - pp if p not in absorbed]
+    still: set[tuple[int, int]] = set()
+    if maybe_gone:
+        cur.register(
+            "session_gone",
+            pa.table(
+                {
+                    "day": pa.array([d for d, _ in maybe_gone], pa.int64()),
+                    "person_id": pa.array([p for _, p in maybe_gone], pa.int64()),
+                }
+            ),
+        )
+        days_lo = min(d for d, _ in maybe_gone) - 2
+        days_hi = max(d for d, _ in maybe_gone) + 3
+        found = cur.sql(
+            f"""SELECT DISTINCT m.day, m.person_id
+                FROM ({measures_sql("person_sessions", timezone)}
+                      WHERE project_id = $1 AND start_ts >= make_timestamp($2::BIGINT)
+                        AND start_ts < make_timestamp($3::BIGINT)
+                        AND person_id IN (SELECT person_id FROM session_gone)) m
+                JOIN session_gone g ON g.day = m.day AND g.person_id = m.person_id""",
+            params=[project_id, days_lo * _DAY_US, days_hi * _DAY_US],
+        ).fetchall()
+        cur.unregister("session_gone")
+        still = {(int(d), int(p)) for d, p in found}
+    cur.register("session_touched", pa.table({"day": pa.array(sorted(changes), pa.int32())}))
+    stored = dict(
+        _day_of(r)
+        for r in cur.execute(
+            f"""SELECT {_DAY_COLUMNS} FROM session_days
+                WHERE project_id = ? AND day IN (SELECT DATE '1970-01-01' + day FROM session_touched)""",
+            [project_id],
+        ).fetchall()
+    )
+    cur.execute(
+        """DELETE FROM session_days
+           WHERE project_id = ? AND day IN (SELECT DATE '1970-01-01' + day FROM session_touched)""",
+        [project_id],
+    )
+    cur.unregister("session_touched")
+    out: dict[int, Day] = {}
+    for d, (p_dur, m_dur, p_persons, m_persons) in changes.items():
+        agg = stored.get(d) or Day(0, 0, 0, np.zeros(0, np.float64), BitMap(), _NONE, -_NONE, 0.0)
+        persons = BitMap(agg.persons)
+        gone = [p for p in m_persons - p_persons if (d, p) not in still]
+        if gone:
+            persons.difference_update(BitMap(gone))
+        persons.update(p_persons)
+        agg.persons = persons
+        if d in plain:
+            sl = plain[d]
+            sg = sign[sl]
+            values = _remove_sorted(agg.durations, m_dur)
+            agg.durations = np.insert(values, np.searchsorted(values, p_dur), p_dur) if len(p_dur) else values
+            agg.sessions += int(sg.sum())
+            agg.duration_us += int((duration_us[sl] * sg).sum())
+            agg.engaged += int((engaged[sl] * sg).sum())
+            plus = sg > 0
+            if plus.any():
+                agg.min_run_start = min(agg.min_run_start, int(run_start[sl][plus].min()))
+                agg.max_end = max(agg.max_end, int(end[sl][plus].max()))
+                agg.max_run_seconds = max(agg.max_run_seconds, float(run_seconds[sl][plus].max()))
+            if agg.sessions != len(agg.durations):
+                raise AssertionError("session day aggregates out of step with the stored sessions")
+        out[d] = agg
+    _write_days(cur, project_id, out)
 
 
 # ---- range edges (queries) -----------------------------------------------------------------------------------
@@ -488,10 +871,12 @@ class Upkeep:
 
     def __init__(self) -> None:
         self._params: dict[int, SessionParams | None] = {}
+        self._timezone: dict[int, str | None] = {}
 
     def forget(self) -> None:
         """Drop cached knowledge (after a rolled-back write)."""
         self._params.clear()
+        self._timezone.clear()
 
     def maintain(
         self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], keep: bool
@@ -504,13 +889,23 @@ class Upkeep:
         if not keep:  # writing without upkeep: drop them rather than let them go stale
             drop(cur, project_id)
             self._params[project_id] = None
+            self._timezone[project_id] = None
             return
-        maintain(cur, project_id, remap, params)
+        if project_id not in self._timezone:
+            self._timezone[project_id] = day_timezone(cur, project_id)
+        maintain(cur, project_id, remap, params, self._timezone[project_id])
 
-    def ensure(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> bool:
-        """Build ``project_id``'s sessions when it has none; True if built."""
-        if params_of(cur, project_id) is not None:
-            return False
-        build(cur, project_id)
-        self._params[project_id] = DEFAULT
-        return True
+    def ensure(self, cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str | None = None) -> bool:
+        """Build ``project_id``'s sessions when it has none, and its day aggregates when it has none in
+        ``timezone`` (when given); True if anything was built."""
+        built = False
+        if params_of(cur, project_id) is None:
+            build(cur, project_id)
+            self._params[project_id] = DEFAULT
+            self._timezone[project_id] = None
+            built = True
+        if timezone is not None and day_timezone(cur, project_id) != timezone:
+            build_days(cur, project_id, timezone)
+            self._timezone[project_id] = timezone
+            built = True
+        return built
