@@ -4,6 +4,7 @@ rebuild), consistent while writes commit; and the sliding-window and canonicalis
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
@@ -216,3 +217,10 @@ def test_canonical_maps_every_absorbed_id_to_its_final_person(
         if absorbed not in r.absorbed and into not in r.absorbed and absorbed != into:
             r.record_merge(absorbed, into)
     assert r.canonical(BitMap(persons)) == BitMap(r.final(p) for p in persons)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.lists(st.integers(0, 200), max_size=40), max_size=40))
+def test_times_seen_counts_each_person_once_by_the_number_of_sets_holding_it(sets: list[list[int]]) -> None:
+    seen = Counter(p for s in sets for p in set(s))
+    assert rollups._times_seen([BitMap(s) for s in sets]) == Counter(seen.values())

@@ -544,17 +544,39 @@ def _stickiness(r: Rollups, spec: StickinessSpec, week_start: str) -> dict[str, 
     sets = [
         _union(r, _bucket_days(b, spec.interval, spec.first_day, spec.last_day), spec.event) for b in labels
     ]
-    size = max((s.max() for s in sets if s), default=-1) + 1
-    per_person = np.zeros(size, dtype=np.int32)
-    for s in sets:
-        if s:
-            per_person[np.frombuffer(s.to_array(), dtype=np.uint32)] += 1
-    hist = np.bincount(per_person, minlength=len(labels) + 1)
-    counts = [int(v) for v in hist[1 : len(labels) + 1]]
+    hist = _times_seen(sets)
+    counts = [hist.get(k, 0) for k in range(1, len(labels) + 1)]
     if spec.cumulative:
         for i in range(len(counts) - 2, -1, -1):
             counts[i] += counts[i + 1]
     return {"values": counts, "intervals": len(labels)}
+
+
+def _times_seen(sets: list[BitMap]) -> dict[int, int]:
+    """How many persons are in exactly ``k`` of ``sets``, per ``k`` >= 1 that occurs.
+
+    Bitmaps only: each person's count is kept in binary across bit planes (adding a set is a ripple carry of
+    intersections and symmetric differences), then the union of the sets is split plane by plane into the
+    persons of each count.
+    """
+    planes: list[BitMap] = []
+    for s in sets:
+        carry = s
+        for j in range(len(planes)):
+            if not carry:
+                break
+            planes[j], carry = planes[j] ^ carry, planes[j] & carry
+        else:
+            if carry:
+                planes.append(carry)
+    groups = {0: BitMap.union(*sets)} if sets else {}
+    for j in range(len(planes) - 1, -1, -1):
+        split: dict[int, BitMap] = {}
+        for k, persons in groups.items():
+            split[k | 1 << j] = persons & planes[j]
+            split[k] = persons - planes[j]
+        groups = {k: g for k, g in split.items() if g}
+    return {k: len(g) for k, g in groups.items() if k}
 
 
 def _retention(r: Rollups, spec: RetentionSpec, week_start: str) -> dict[str, Any] | None:
