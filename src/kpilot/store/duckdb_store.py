@@ -17,6 +17,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
@@ -203,14 +204,20 @@ class EventStore:
         """Store a canonical event table (columns of ``_EVENT_SCHEMA``) with its identity side effects."""
         received = table.num_rows
         with self._transaction() as cur:
-            # Several rows with one id in a batch: the earliest timestamp wins, then the first in the batch.
-            ordinal = pa.array(np.arange(table.num_rows, dtype=np.int64))
-            cur.register("batch_in", table.append_column("ordinal", ordinal))
-            cur.execute(
-                """CREATE OR REPLACE TEMP TABLE staged AS
-                   SELECT * EXCLUDE (ordinal), md5_number_lower(uuid) AS uuid_hash FROM batch_in
-                   QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp, ordinal) = 1"""
-            )
+            if pc.count_distinct(table["uuid"]).as_py() == received:  # the usual case: ids are unique
+                cur.register("batch_in", table)
+                cur.execute(
+                    "CREATE OR REPLACE TEMP TABLE staged AS SELECT *, md5_number_lower(uuid) AS uuid_hash FROM batch_in"
+                )
+            else:
+                # Several rows with one id: the earliest timestamp wins, then the first in the batch.
+                ordinal = pa.array(np.arange(table.num_rows, dtype=np.int64))
+                cur.register("batch_in", table.append_column("ordinal", ordinal))
+                cur.execute(
+                    """CREATE OR REPLACE TEMP TABLE staged AS
+                       SELECT * EXCLUDE (ordinal), md5_number_lower(uuid) AS uuid_hash FROM batch_in
+                       QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp, ordinal) = 1"""
+                )
             cur.unregister("batch_in")
             self._drop_stored_duplicates(cur, project_id)
             remap = self._resolve_identity(cur, project_id, merges, prop_rows)
@@ -419,7 +426,9 @@ class EventStore:
         if self.read_only or not self.maintain_rollups:
             return False
         with self._transaction() as cur:
-            self._sessions.ensure(cur, project_id, timezone)  # sessions and their day aggregates, when missing
+            self._sessions.ensure(
+                cur, project_id, timezone
+            )  # sessions and their day aggregates, when missing
             if rollup_store.rollup_timezone(cur, project_id) == timezone:
                 return False
             rollup_store.build(cur, project_id, timezone)
