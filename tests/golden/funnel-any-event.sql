@@ -1,9 +1,11 @@
 WITH ev AS (
+SELECT person_id, bd, t, m0, m1 FROM (
 SELECT p.person_id, e.event, e.timestamp AS ts, '' AS bd, CAST(round(epoch(e.timestamp) * 1000000) AS BIGINT) AS t, CASE WHEN TRUE THEN 1 ELSE 0 END AS m0, CASE WHEN e.event = 'purchase' THEN 1 ELSE 0 END AS m1
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 1
   AND e.timestamp >= TIMESTAMP '2024-03-01 00:00:00'
   AND e.timestamp < TIMESTAMP '2024-04-01 00:00:00'
+) src
 ),
 s0 AS (SELECT person_id, t AS s, min(bd) AS bd, t AS t0 FROM ev WHERE m0 = 1 GROUP BY person_id, t),
 s1 AS (
@@ -17,13 +19,11 @@ UNION ALL SELECT person_id, s, bd, t0, NULL FROM s0 WHERE t0 IS NULL
 attempts AS (SELECT * FROM s1),
 best AS (SELECT * FROM (
   SELECT a.*, row_number() OVER (PARTITION BY person_id ORDER BY CASE WHEN t0 IS NULL THEN 0 ELSE 1 END + CASE WHEN t1 IS NULL THEN 0 ELSE 1 END DESC, s) AS rn
-  FROM attempts a ) r WHERE rn = 1),
-reached AS (
-SELECT person_id, bd, t0 AS tt FROM best WHERE t0 IS NOT NULL
-UNION ALL SELECT person_id, bd, t1 AS tt FROM best WHERE t1 IS NOT NULL
-)
+  FROM attempts a ) r WHERE rn = 1)
 SELECT bd, level, count(*) AS persons, avg(d) AS avg_s, quantile_cont(d, 0.5) AS median_s
-FROM (SELECT bd, row_number() OVER (PARTITION BY person_id ORDER BY tt) - 1 AS level, (tt - lag(tt) OVER (PARTITION BY person_id ORDER BY tt)) / 1000000.0 AS d
-      FROM reached) lv
+FROM (
+SELECT bd, 0 AS level, CAST(NULL AS DOUBLE) AS d FROM best
+UNION ALL SELECT bd, 1, (t1 - t0) / 1000000.0 FROM best WHERE t1 IS NOT NULL
+) lv
 GROUP BY bd, level
 ;

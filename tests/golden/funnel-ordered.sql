@@ -1,10 +1,12 @@
 WITH ev AS (
+SELECT person_id, bd, t, m0, m1, m2 FROM (
 SELECT p.person_id, e.event, e.timestamp AS ts, '' AS bd, CAST(round(epoch(e.timestamp) * 1000000) AS BIGINT) AS t, CASE WHEN e.event = 'signup' THEN 1 ELSE 0 END AS m0, CASE WHEN e.event = '$pageview' THEN 1 ELSE 0 END AS m1, CASE WHEN e.event = 'purchase' THEN 1 ELSE 0 END AS m2
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 1
   AND e.timestamp >= TIMESTAMP '2024-03-01 00:00:00'
   AND e.timestamp < TIMESTAMP '2024-04-01 00:00:00'
-  AND e.event IN ('$pageview', 'purchase', 'signup')
+) src
+WHERE CASE event WHEN '$pageview' THEN TRUE WHEN 'purchase' THEN TRUE WHEN 'signup' THEN TRUE ELSE FALSE END
 ),
 s0 AS (SELECT person_id, t AS s, min(bd) AS bd, t AS t0 FROM ev WHERE m0 = 1 GROUP BY person_id, t),
 s1 AS (
@@ -26,14 +28,12 @@ UNION ALL SELECT person_id, s, bd, t0, t1, NULL FROM s1 WHERE t1 IS NULL
 attempts AS (SELECT * FROM s2),
 best AS (SELECT * FROM (
   SELECT a.*, row_number() OVER (PARTITION BY person_id ORDER BY CASE WHEN t0 IS NULL THEN 0 ELSE 1 END + CASE WHEN t1 IS NULL THEN 0 ELSE 1 END + CASE WHEN t2 IS NULL THEN 0 ELSE 1 END DESC, s) AS rn
-  FROM attempts a ) r WHERE rn = 1),
-reached AS (
-SELECT person_id, bd, t0 AS tt FROM best WHERE t0 IS NOT NULL
-UNION ALL SELECT person_id, bd, t1 AS tt FROM best WHERE t1 IS NOT NULL
-UNION ALL SELECT person_id, bd, t2 AS tt FROM best WHERE t2 IS NOT NULL
-)
+  FROM attempts a ) r WHERE rn = 1)
 SELECT bd, level, count(*) AS persons, avg(d) AS avg_s, quantile_cont(d, 0.5) AS median_s
-FROM (SELECT bd, row_number() OVER (PARTITION BY person_id ORDER BY tt) - 1 AS level, (tt - lag(tt) OVER (PARTITION BY person_id ORDER BY tt)) / 1000000.0 AS d
-      FROM reached) lv
+FROM (
+SELECT bd, 0 AS level, CAST(NULL AS DOUBLE) AS d FROM best
+UNION ALL SELECT bd, 1, (t1 - t0) / 1000000.0 FROM best WHERE t1 IS NOT NULL
+UNION ALL SELECT bd, 2, (t2 - t1) / 1000000.0 FROM best WHERE t2 IS NOT NULL
+) lv
 GROUP BY bd, level
 ;

@@ -1,10 +1,12 @@
 WITH ev AS (
+SELECT person_id, bd, t, g0, g1, g2 FROM (
 SELECT p.person_id, e.event, timezone('America/New_York', e.timestamp AT TIME ZONE 'UTC') AS ts, '' AS bd, CAST(round(epoch(e.timestamp) * 1000000) AS BIGINT) AS t, CASE WHEN e.event = 'feature_x' THEN 1 ELSE 0 END AS g0, CASE WHEN e.event = '$pageview' THEN 1 ELSE 0 END AS g1, CASE WHEN e.event = 'purchase' THEN 1 ELSE 0 END AS g2
 FROM events e JOIN person_distinct_ids p ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
 WHERE e.project_id = 2
   AND e.timestamp >= TIMESTAMP '2024-03-01 05:00:00'
   AND e.timestamp < TIMESTAMP '2024-04-01 04:00:00'
-  AND e.event IN ('$pageview', 'feature_x', 'purchase')
+) src
+WHERE CASE event WHEN '$pageview' THEN TRUE WHEN 'feature_x' THEN TRUE WHEN 'purchase' THEN TRUE ELSE FALSE END
 ),
 u0 AS (SELECT person_id, t AS s, min(bd) AS bd FROM ev WHERE g0 = 1 OR g1 = 1 OR g2 = 1 GROUP BY person_id, t),
 q0 AS (SELECT person_id, t, lead(t, 0) OVER (PARTITION BY person_id ORDER BY t) AS r1 FROM (SELECT DISTINCT person_id, t FROM ev WHERE g0 = 1) d),
@@ -34,15 +36,14 @@ SELECT person_id, s, bd, c0_1, c1_1, c1_2, CASE WHEN n1 <= s + 1209600000000 THE
 attempts AS (SELECT * FROM u3),
 best AS (SELECT * FROM (
   SELECT a.*, row_number() OVER (PARTITION BY person_id ORDER BY CASE WHEN c0_1 IS NULL THEN 0 ELSE 1 END + CASE WHEN c1_1 IS NULL THEN 0 ELSE 1 END + CASE WHEN c1_2 IS NULL THEN 0 ELSE 1 END + CASE WHEN c2_1 IS NULL THEN 0 ELSE 1 END DESC, s) AS rn
-  FROM attempts a ) r WHERE rn = 1),
-reached AS (
-SELECT person_id, bd, c0_1 AS tt FROM best WHERE c0_1 IS NOT NULL
-UNION ALL SELECT person_id, bd, c1_1 AS tt FROM best WHERE c1_1 IS NOT NULL
-UNION ALL SELECT person_id, bd, c1_2 AS tt FROM best WHERE c1_2 IS NOT NULL
-UNION ALL SELECT person_id, bd, c2_1 AS tt FROM best WHERE c2_1 IS NOT NULL
-)
+  FROM attempts a ) r WHERE rn = 1)
 SELECT bd, level, count(*) AS persons, avg(d) AS avg_s, quantile_cont(d, 0.5) AS median_s
 FROM (SELECT bd, row_number() OVER (PARTITION BY person_id ORDER BY tt) - 1 AS level, (tt - lag(tt) OVER (PARTITION BY person_id ORDER BY tt)) / 1000000.0 AS d
-      FROM reached) lv
+      FROM (
+  SELECT person_id, bd, c0_1 AS tt FROM best WHERE c0_1 IS NOT NULL
+  UNION ALL SELECT person_id, bd, c1_1 AS tt FROM best WHERE c1_1 IS NOT NULL
+  UNION ALL SELECT person_id, bd, c1_2 AS tt FROM best WHERE c1_2 IS NOT NULL
+  UNION ALL SELECT person_id, bd, c2_1 AS tt FROM best WHERE c2_1 IS NOT NULL
+) reached) lv
 GROUP BY bd, level
 ;
