@@ -171,24 +171,84 @@ def _median(arrays: list[np.ndarray], n: int) -> float:
     return (lower + upper) / 2
 
 
-def _row(lvl: str, bucket: datetime | None, days: list[session_store.Day]) -> tuple[Any, ...] | None:
-    """A row as :func:`sessions.scored_sql` gives it, for the sessions of ``days``; None when there are none."""
+class _Medians:
+    """Exact medians of groups of days, reading only the stored duration slices that hold the middle values.
+
+    Per group: add the days' slice counts by slice, find the slice holding each middle position, then
+    select within the days' durations of that slice (stored ones are read, in one query for all groups;
+    days rebuilt in memory are sliced in place).
+    """
+
+    def __init__(self, counts: dict[str, np.ndarray], days: dict[int, session_store.Day], memory: set[int]):
+        self.days = days
+        self.memory = memory
+        self.slices: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        day = np.asarray(counts["day"], np.int64)
+        bucket = np.asarray(counts["bucket"], np.int64)
+        n = np.asarray(counts["n"], np.int64)
+        idx = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))[: len(day)]
+        for a, b in zip(idx.tolist(), np.append(idx[1:], len(day))[: len(idx)].tolist(), strict=True):
+            if int(day[a]) not in memory:
+                self.slices[int(day[a])] = (bucket[a:b], n[a:b])
+        for d in memory:
+            values = days[d].durations
+            buckets_, first = np.unique(session_store.value_buckets(values), return_index=True)
+            self.slices[d] = (buckets_, np.diff(np.append(first, len(values))))
+        self.plans: list[tuple[list[int], int, int, int]] = []
+        """(days, position, slice, position within the slice)"""
+
+    def plan(self, group: list[int], n: int) -> list[int]:
+        """Plan the middle positions of ``group`` (``n`` sessions); returns their indices in :attr:`plans`."""
+        group = [d for d in group if d in self.slices]
+        bs = np.concatenate([self.slices[d][0] for d in group])
+        cs = np.concatenate([self.slices[d][1] for d in group])
+        uniq, inv = np.unique(bs, return_inverse=True)
+        tot = np.bincount(inv.ravel(), weights=cs, minlength=len(uniq)).astype(np.int64)
+        cum = np.cumsum(tot)
+        out = []
+        for p in sorted({(n - 1) // 2, n // 2}):
+            i = int(np.searchsorted(cum, p, side="right"))
+            out.append(len(self.plans))
+            self.plans.append((group, p, int(uniq[i]), p - int(cum[i] - tot[i])))
+        return out
+
+    def wanted(self) -> list[tuple[int, int]]:
+        pairs = {
+            (d, b)
+            for group, _, b, _ in self.plans
+            for d in group
+            if d not in self.memory and b in self.slices[d][0]
+        }
+        return sorted(pairs)
+
+    def values(self, stored: dict[tuple[int, int], np.ndarray]) -> list[float]:
+        out = []
+        for group, _, b, offset in self.plans:
+            arrays = []
+            for d in group:
+                if d in self.memory:
+                    values = self.days[d].durations
+                    bk = session_store.value_buckets(values)
+                    arrays.append(
+                        values[int(np.searchsorted(bk, b, "left")) : int(np.searchsorted(bk, b, "right"))]
+                    )
+                elif (d, b) in stored:
+                    arrays.append(stored[(d, b)])
+            out.append(kth_smallest(arrays, offset))
+        return out
+
+
+def _summary(
+    lvl: str, bucket: datetime | None, days: list[session_store.Day]
+) -> tuple[str, datetime | None, int, int, float, int] | None:
+    """(lvl, bucket, sessions, persons, average duration, engaged) of ``days``; None without sessions."""
     days = [d for d in days if d.sessions]
     n = sum(d.sessions for d in days)
     if n == 0:
         return None
     persons = len(days[0].persons) if len(days) == 1 else len(BitMap.union(*(d.persons for d in days)))
     avg = sum(d.duration_us for d in days) / (n * _US)
-    return (
-        lvl,
-        "",
-        bucket,
-        n,
-        persons,
-        avg,
-        _median([d.durations for d in days], n),
-        sum(d.engaged for d in days),
-    )
+    return (lvl, bucket, n, persons, avg, sum(d.engaged for d in days))
 
 
 def answer_from_days(
@@ -211,7 +271,7 @@ def answer_from_days(
         return None
     first, last = (spec.first_day - _EPOCH).days, (spec.last_day - _EPOCH).days
     lo_us, hi_us = _micros(lo), _micros(hi)
-    days = session_store.load_days(cur, ctx.project_id, first, last)
+    days = session_store.load_days(cur, ctx.project_id, first, last, durations=False)
     dirty = {d for d, agg in days.items() if agg.min_run_start < lo_us or agg.max_end >= hi_us}
     crossing = cur.execute(
         """SELECT count(*) FROM session_days WHERE project_id = ? AND day < DATE '1970-01-01' + ?::INTEGER
@@ -220,6 +280,7 @@ def answer_from_days(
     ).fetchall()[0][0]
     cap = float(params.max_seconds)
     longest = 0.0
+    memory: set[int] = set()
     if dirty or crossing:
         cur.register("session_edges", session_store.edge_sessions(cur, ctx.project_id, lo, hi, params))
         edge_days = cur.sql(
@@ -248,22 +309,30 @@ def answer_from_days(
             for d in dirty:
                 days.pop(d, None)
             days.update(rebuilt)
+            memory = set(rebuilt)
         cur.unregister("session_edges")
     for agg in days.values():
         longest = max(longest, agg.max_run_seconds)
     if longest > cap and int(longest // cap) > sq.MAX_CAP_PASSES:
         return None  # perhaps refused by the raw query (the bound may overstate): let the exact path decide
     start, end = spec.local_bounds()
-    rows_out: list[tuple[Any, ...]] = []
+    groups: list[tuple[str, datetime | None, list[int]]] = []
     for b in buckets(start, end, spec.interval, ctx.week_start):
         d0 = max((b.date() - _EPOCH).days, first)
         d1 = min((next_bucket(b, spec.interval).date() - _EPOCH).days - 1, last)
-        row = _row("b", b, [days[d] for d in range(d0, d1 + 1) if d in days])
+        groups.append(("b", b, [d for d in range(d0, d1 + 1) if d in days]))
+    groups.append(("t", None, sorted(days)))
+    medians = _Medians(session_store.slice_counts(cur, ctx.project_id, first, last), days, memory)
+    planned = []
+    for lvl, bucket, group in groups:
+        row = _summary(lvl, bucket, [days[d] for d in group])
         if row is not None:
-            rows_out.append(row)
-    total = _row("t", None, [days[d] for d in sorted(days)])
-    if total is not None:
-        rows_out.append(total)
+            planned.append((row, medians.plan(group, row[2])))
+    values = medians.values(session_store.duration_slices(cur, ctx.project_id, medians.wanted()))
+    rows_out = []
+    for (lvl, bucket, n, persons, avg, engaged), at in planned:
+        median = values[at[0]] if len(at) == 1 else (values[at[0]] + values[at[1]]) / 2
+        rows_out.append((lvl, "", bucket, n, persons, avg, median, engaged))
     return sq.assemble(ctx, spec, rows_out)
 
 

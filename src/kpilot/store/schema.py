@@ -97,8 +97,15 @@ CREATE TABLE IF NOT EXISTS session_days (
     min_run_start TIMESTAMP NOT NULL,
     max_end TIMESTAMP NOT NULL,
     max_run_seconds DOUBLE NOT NULL,
-    durations BLOB NOT NULL,
     persons BLOB NOT NULL
+);
+-- the day's session durations (seconds, ascending float64), in slices of values (bucket: top 16 bits)
+CREATE TABLE IF NOT EXISTS session_day_durations (
+    project_id INTEGER NOT NULL,
+    day DATE NOT NULL,
+    bucket INTEGER NOT NULL,
+    n BIGINT NOT NULL,
+    durations BLOB NOT NULL
 );
 CREATE OR REPLACE VIEW person_properties AS
 WITH resolved AS (

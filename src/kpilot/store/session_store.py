@@ -53,12 +53,15 @@ __all__ = [
     "day_timezone",
     "days_from_rows",
     "drop",
+    "duration_slices",
     "edge_sessions",
     "load_days",
     "maintain",
     "measures_sql",
     "params_of",
     "sessionize",
+    "slice_counts",
+    "value_buckets",
 ]
 
 _NONE = np.iinfo(np.int64).max
@@ -489,9 +492,15 @@ DAY_PAGEVIEWS = ("$pageview", "$screen")
 
 _US = 1_000_000
 _DAY_US = 86_400 * _US
-_DAY_COLUMNS = (
-    "day, sessions, duration_us, engaged, min_run_start, max_end, max_run_seconds, durations, persons"
-)
+_DAY_COLUMNS = "day, sessions, duration_us, engaged, min_run_start, max_end, max_run_seconds, persons"
+_BUCKET_SHIFT = 48
+"""A day's durations are stored in slices by value: the top 16 bits of the double (sign, exponent and 4
+mantissa bits, so each slice spans 1/16 of an octave), which order like the values for durations >= 0."""
+
+
+def value_buckets(values: np.ndarray) -> np.ndarray:
+    """The storage slice of each (non-negative) duration; ascending with the value."""
+    return np.ascontiguousarray(values, np.float64).view(np.int64) >> _BUCKET_SHIFT
 
 
 @dataclass(slots=True)
@@ -588,6 +597,7 @@ def day_timezone(cur: duckdb.DuckDBPyConnection, project_id: int) -> str | None:
 def drop_days(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
     cur.execute("DELETE FROM session_day_projects WHERE project_id = ?", [project_id])
     cur.execute("DELETE FROM session_days WHERE project_id = ?", [project_id])
+    cur.execute("DELETE FROM session_day_durations WHERE project_id = ?", [project_id])
 
 
 def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int, Day]) -> None:
@@ -605,9 +615,6 @@ def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int,
             "min_run_start": pa.array([a.min_run_start for a in aggs], pa.int64()),
             "max_end": pa.array([a.max_end for a in aggs], pa.int64()),
             "max_run_seconds": pa.array([a.max_run_seconds for a in aggs], pa.float64()),
-            "durations": pa.array(
-                [np.ascontiguousarray(a.durations, "<f8").tobytes() for a in aggs], pa.binary()
-            ),
             "persons": pa.array([a.persons.serialize() for a in aggs], pa.binary()),
         }
     )
@@ -615,20 +622,52 @@ def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int,
     cur.execute(
         """INSERT INTO session_days
            SELECT ?, DATE '1970-01-01' + day, sessions, duration_us, engaged, make_timestamp(min_run_start),
-                  make_timestamp(max_end), max_run_seconds, durations, persons
+                  make_timestamp(max_end), max_run_seconds, persons
            FROM session_day_rows""",
         [project_id],
     )
     cur.unregister("session_day_rows")
+    s_day: list[int] = []
+    s_bucket: list[int] = []
+    s_n: list[int] = []
+    s_blob: list[bytes] = []
+    for d, a in zip(keep, aggs, strict=True):
+        values = np.ascontiguousarray(a.durations, "<f8")
+        b = value_buckets(values)
+        idx = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
+        ends = np.append(idx[1:], len(values))
+        for i, j in zip(idx.tolist(), ends.tolist(), strict=True):
+            s_day.append(d)
+            s_bucket.append(int(b[i]))
+            s_n.append(j - i)
+            s_blob.append(values[i:j].tobytes())
+    slices = pa.table(
+        {
+            "day": pa.array(s_day, pa.int32()),
+            "bucket": pa.array(s_bucket, pa.int32()),
+            "n": pa.array(s_n, pa.int64()),
+            "durations": pa.array(s_blob, pa.binary()),
+        }
+    )
+    cur.register("session_day_slices", slices)
+    cur.execute(
+        """INSERT INTO session_day_durations
+           SELECT ?, DATE '1970-01-01' + day, bucket, n, durations FROM session_day_slices""",
+        [project_id],
+    )
+    cur.unregister("session_day_slices")
+
+
+_NO_DURATIONS = np.zeros(0, np.float64)
 
 
 def _day_of(row: tuple[Any, ...]) -> tuple[int, Day]:
-    day, sessions, duration_us, engaged, min_rs, max_end, max_run, durations, persons = row
+    day, sessions, duration_us, engaged, min_rs, max_end, max_run, persons = row
     return (day - _EPOCH_DAY).days, Day(
         sessions=int(sessions),
         duration_us=int(duration_us),
         engaged=int(engaged),
-        durations=np.frombuffer(durations, dtype="<f8"),
+        durations=_NO_DURATIONS,
         persons=BitMap.deserialize(persons),
         min_run_start=_micros(min_rs),
         max_end=_micros(max_end),
@@ -645,14 +684,62 @@ def _micros(ts: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * _US + delta.microseconds
 
 
-def load_days(cur: duckdb.DuckDBPyConnection, project_id: int, first: int, last: int) -> dict[int, Day]:
-    """The stored day aggregates of days ``first``..``last`` (days since 1970-01-01)."""
+def load_days(
+    cur: duckdb.DuckDBPyConnection, project_id: int, first: int, last: int, durations: bool = True
+) -> dict[int, Day]:
+    """The stored day aggregates of days ``first``..``last`` (days since 1970-01-01); without
+    ``durations``, their ``durations`` are left empty (read slices with :func:`duration_slices`)."""
+    where = "project_id = ? AND day BETWEEN DATE '1970-01-01' + ?::INTEGER AND DATE '1970-01-01' + ?::INTEGER"
+    rows = cur.execute(f"SELECT {_DAY_COLUMNS} FROM session_days WHERE {where}", [project_id, first, last])
+    days = dict(_day_of(r) for r in rows.fetchall())
+    if durations:
+        _fill_durations(
+            cur, days, f"SELECT * FROM session_day_durations WHERE {where}", [project_id, first, last]
+        )
+    return days
+
+
+def _fill_durations(
+    cur: duckdb.DuckDBPyConnection, days: dict[int, Day], source: str, params: list[Any]
+) -> None:
+    parts: dict[int, list[bytes]] = {}
+    for d, blob in cur.execute(
+        f"SELECT day - DATE '1970-01-01', durations FROM ({source}) ORDER BY day, bucket", params
+    ).fetchall():
+        parts.setdefault(int(d), []).append(blob)
+    for d, blobs in parts.items():
+        days[d].durations = np.frombuffer(b"".join(blobs), dtype="<f8")
+
+
+def slice_counts(
+    cur: duckdb.DuckDBPyConnection, project_id: int, first: int, last: int
+) -> dict[str, np.ndarray]:
+    """``day`` (days since 1970-01-01), ``bucket`` and ``n`` of every stored slice of days ``first``..``last``."""
+    table = cur.sql(
+        """SELECT CAST(day - DATE '1970-01-01' AS INTEGER) AS day, bucket, n FROM session_day_durations
+           WHERE project_id = $1 AND day BETWEEN DATE '1970-01-01' + $2::INTEGER AND DATE '1970-01-01' + $3::INTEGER
+           ORDER BY day, bucket""",
+        params=[project_id, first, last],
+    ).to_arrow_table()
+    return {name: table.column(name).to_numpy() for name in ("day", "bucket", "n")}
+
+
+def duration_slices(
+    cur: duckdb.DuckDBPyConnection, project_id: int, wanted: list[tuple[int, int]]
+) -> dict[tuple[int, int], np.ndarray]:
+    """The stored durations of the slices ``wanted`` (day, bucket), ascending."""
+    if not wanted:
+        return {}
+    # Constant filters on the small columns: the scan reads the blobs of the matching rows only.
+    buckets = ", ".join(str(int(b)) for b in sorted({b for _, b in wanted}))
     rows = cur.execute(
-        f"""SELECT {_DAY_COLUMNS} FROM session_days
-            WHERE project_id = ? AND day BETWEEN DATE '1970-01-01' + ?::INTEGER AND DATE '1970-01-01' + ?::INTEGER""",
-        [project_id, first, last],
+        f"""SELECT CAST(day - DATE '1970-01-01' AS INTEGER), bucket, durations FROM session_day_durations
+            WHERE project_id = ? AND day BETWEEN DATE '1970-01-01' + ?::INTEGER AND DATE '1970-01-01' + ?::INTEGER
+              AND bucket IN ({buckets})""",
+        [project_id, min(d for d, _ in wanted), max(d for d, _ in wanted)],
     ).fetchall()
-    return dict(_day_of(r) for r in rows)
+    keep = set(wanted)
+    return {(int(d), int(b)): np.frombuffer(blob, dtype="<f8") for d, b, blob in rows if (d, b) in keep}
 
 
 BUILD_DAYS = 7
@@ -797,19 +884,16 @@ def _update_days(
         cur.unregister("session_gone")
         still = {(int(d), int(p)) for d, p in found}
     cur.register("session_touched", pa.table({"day": pa.array(sorted(changes), pa.int32())}))
+    touched = "project_id = ? AND day IN (SELECT DATE '1970-01-01' + day FROM session_touched)"
     stored = dict(
         _day_of(r)
         for r in cur.execute(
-            f"""SELECT {_DAY_COLUMNS} FROM session_days
-                WHERE project_id = ? AND day IN (SELECT DATE '1970-01-01' + day FROM session_touched)""",
-            [project_id],
+            f"SELECT {_DAY_COLUMNS} FROM session_days WHERE {touched}", [project_id]
         ).fetchall()
     )
-    cur.execute(
-        """DELETE FROM session_days
-           WHERE project_id = ? AND day IN (SELECT DATE '1970-01-01' + day FROM session_touched)""",
-        [project_id],
-    )
+    _fill_durations(cur, stored, f"SELECT * FROM session_day_durations WHERE {touched}", [project_id])
+    cur.execute(f"DELETE FROM session_days WHERE {touched}", [project_id])
+    cur.execute(f"DELETE FROM session_day_durations WHERE {touched}", [project_id])
     cur.unregister("session_touched")
     out: dict[int, Day] = {}
     for d, (p_dur, m_dur, p_persons, m_persons) in changes.items():
