@@ -13,6 +13,10 @@ events. The answer is the raw-event query's, field for field:
   buckets, averages, medians and engagement rules are the same SQL (:func:`sessions.scored_sql`);
 * a run that would need more than ``MAX_CAP_PASSES`` cap passes makes the raw query fail with an error: such
   a range is left to it (None), so it fails the same way.
+
+Whole-day ranges in the project timezone at the default engagement rule are answered from the per-day
+aggregates first (:func:`answer_from_days`): counts, exact duration sums and person bitmaps per day, and
+medians selected exactly from the few stored duration slices that hold the middle values.
 """
 
 from __future__ import annotations

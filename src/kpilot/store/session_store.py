@@ -10,6 +10,12 @@ The tables (see :mod:`kpilot.store.schema`):
   the first event of the inactivity run the session belongs to (a run is a chain of events with no gap
   longer than the inactivity timeout; the ``max_hours`` cap cuts a run into sessions, measured from each
   session's start), and the number of events per event name (``LIST<STRUCT(event, n)>``).
+* ``session_day_projects(project_id, timezone, built_at)``, ``session_days(project_id, day, sessions,
+  duration_us, engaged, min_run_start, max_end, max_run_seconds, persons)`` and
+  ``session_day_durations(project_id, day, bucket, n, durations)``: per local day of the project timezone, the
+  aggregates of the sessions starting that day (:class:`Day`; persons as a roaring bitmap, durations as
+  ascending float64 slices by value), kept by :func:`_update_days` from the sessions each write deletes and
+  writes.
 
 Everything here runs inside the caller's write transaction, so the sessions change exactly when events do.
 
