@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from kpilot.collect.normalize import Normalized
-from kpilot.store.duckdb_store import DEDUP_WINDOW, EventStore
+from kpilot.store.duckdb_store import DEDUP_WINDOW, EventStore, uuid_hash
 from kpilot.store.id_index import IdIndex, days_of
 
 T0 = datetime(2024, 3, 10, 12, 0)
@@ -189,3 +189,22 @@ def test_dedupe_matches_the_reference(
     finally:
         s.close()
         path.unlink()
+
+
+@pytest.mark.parametrize("uuid", ["", "abc", "0190c2a4-7e1f-7000-8000-1234567890ab", "é-✓-日本", "x" * 300])
+def test_python_id_hash_is_duckdbs(uuid: str) -> None:
+    import duckdb
+
+    assert uuid_hash(uuid) == duckdb.execute("SELECT md5_number_lower(?)", [uuid]).fetchall()[0][0]
+
+
+def test_ids_hashed_in_python_and_in_sql_deduplicate_each_other(store: EventStore) -> None:
+    from kpilot.store.duckdb_store import canonical_batch
+
+    table, merges, props = canonical_batch([ev("a", T0)], [T0])
+    assert "uuid_hash" in table.column_names
+    store.write_arrow(1, table, merges, props)
+    unhashed = canonical_batch([ev("a", T0), ev("b", T0)], [T0, T0])[0].drop_columns(["uuid_hash"])
+    result = store.write_arrow(1, unhashed, [], [])
+    assert (result.accepted, result.deduplicated) == (1, 1)
+    assert store.fetchall("SELECT count(*) FROM events WHERE uuid_hash = md5_number_lower(uuid)")[0][0] == 2

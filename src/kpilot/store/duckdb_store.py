@@ -6,6 +6,7 @@ and records ingest statistics in a single transaction: a batch is either fully s
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ __all__ = [
     "canonical_batch",
     "event_columns",
     "identity_rows",
+    "uuid_hash",
 ]
 
 InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
@@ -204,19 +206,19 @@ class EventStore:
         """Store a canonical event table (columns of ``_EVENT_SCHEMA``) with its identity side effects."""
         received = table.num_rows
         with self._transaction() as cur:
+            # the id hash comes with the table (canonical_batch) or is computed here
+            add_hash = "" if "uuid_hash" in table.column_names else ", md5_number_lower(uuid) AS uuid_hash"
             if pc.count_distinct(table["uuid"]).as_py() == received:  # the usual case: ids are unique
                 cur.register("batch_in", table)
-                cur.execute(
-                    "CREATE OR REPLACE TEMP TABLE staged AS SELECT *, md5_number_lower(uuid) AS uuid_hash FROM batch_in"
-                )
+                cur.execute(f"CREATE OR REPLACE TEMP TABLE staged AS SELECT *{add_hash} FROM batch_in")
             else:
                 # Several rows with one id: the earliest timestamp wins, then the first in the batch.
                 ordinal = pa.array(np.arange(table.num_rows, dtype=np.int64))
                 cur.register("batch_in", table.append_column("ordinal", ordinal))
                 cur.execute(
-                    """CREATE OR REPLACE TEMP TABLE staged AS
-                       SELECT * EXCLUDE (ordinal), md5_number_lower(uuid) AS uuid_hash FROM batch_in
-                       QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp, ordinal) = 1"""
+                    f"""CREATE OR REPLACE TEMP TABLE staged AS
+                        SELECT * EXCLUDE (ordinal){add_hash} FROM batch_in
+                        QUALIFY row_number() OVER (PARTITION BY uuid ORDER BY timestamp, ordinal) = 1"""
                 )
             cur.unregister("batch_in")
             self._drop_stored_duplicates(cur, project_id)
@@ -486,8 +488,16 @@ def canonical_batch(
 ) -> tuple[pa.Table, list[tuple[str, str]], list[PropRow]]:
     """What :meth:`EventStore.write_arrow` takes for ``events``: the event table (``received_at`` per event),
     the merges and the person property rows, in event order."""
-    table = pa.Table.from_pydict({**event_columns(events), "received_at": received_at}, schema=_EVENT_SCHEMA)
-    return (table, *identity_rows(events))
+    columns = event_columns(events)
+    hashes = pa.array([uuid_hash(u) for u in columns["uuid"]], pa.uint64())
+    table = pa.Table.from_pydict({**columns, "received_at": received_at}, schema=_EVENT_SCHEMA)
+    return (table.append_column("uuid_hash", hashes), *identity_rows(events))
+
+
+def uuid_hash(uuid: str) -> int:
+    """The 64-bit id hash stored in ``events.uuid_hash``: DuckDB's ``md5_number_lower(uuid)``, in Python so
+    that the server's prepare worker computes it instead of the single writer."""
+    return int.from_bytes(hashlib.md5(uuid.encode()).digest()[8:], "little")
 
 
 def event_columns(events: Sequence[Normalized]) -> dict[str, list[Any]]:
