@@ -633,26 +633,23 @@ def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int,
         [project_id],
     )
     cur.unregister("session_day_rows")
-    s_day: list[int] = []
-    s_bucket: list[int] = []
-    s_n: list[int] = []
-    s_blob: list[bytes] = []
-    for d, a in zip(keep, aggs, strict=True):
-        values = np.ascontiguousarray(a.durations, "<f8")
-        b = value_buckets(values)
-        idx = np.flatnonzero(np.concatenate([[True], b[1:] != b[:-1]]))
-        ends = np.append(idx[1:], len(values))
-        for i, j in zip(idx.tolist(), ends.tolist(), strict=True):
-            s_day.append(d)
-            s_bucket.append(int(b[i]))
-            s_n.append(j - i)
-            s_blob.append(values[i:j].tobytes())
+    # Every slice of every day at once: one buffer of all durations, cut where (day, bucket) changes.
+    values = np.concatenate([np.ascontiguousarray(a.durations, "<f8") for a in aggs])
+    days_of = np.repeat(np.asarray(keep, np.int64), [len(a.durations) for a in aggs])
+    bucket = value_buckets(values)
+    starts = np.flatnonzero(
+        np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
+    )
+    offsets = np.append(starts, len(values)).astype(np.int64) * 8
+    blobs = pa.LargeBinaryArray.from_buffers(
+        pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(values.tobytes())]
+    )
     slices = pa.table(
         {
-            "day": pa.array(s_day, pa.int32()),
-            "bucket": pa.array(s_bucket, pa.int32()),
-            "n": pa.array(s_n, pa.int64()),
-            "durations": pa.array(s_blob, pa.binary()),
+            "day": pa.array(days_of[starts], pa.int32()),
+            "bucket": pa.array(bucket[starts], pa.int32()),
+            "n": pa.array(np.diff(np.append(starts, len(values))), pa.int64()),
+            "durations": blobs,
         }
     )
     cur.register("session_day_slices", slices)
