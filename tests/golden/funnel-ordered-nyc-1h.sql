@@ -6,7 +6,7 @@ WHERE e.project_id = 2
   AND e.timestamp >= TIMESTAMP '2024-03-01 05:00:00'
   AND e.timestamp < TIMESTAMP '2024-04-01 04:00:00'
 ) src
-WHERE event >= '$pageview' AND event <= 'signup' AND CASE event WHEN '$pageview' THEN TRUE WHEN 'purchase' THEN TRUE WHEN 'signup' THEN TRUE ELSE FALSE END
+WHERE (event >= '$pageview' AND event <= 'signup' AND CASE event WHEN '$pageview' THEN TRUE WHEN 'purchase' THEN TRUE WHEN 'signup' THEN TRUE ELSE FALSE END)
 ),
 s0 AS (SELECT person_id, t AS s, min(bd) AS bd, t AS t0 FROM ev WHERE m0 = 1 GROUP BY person_id, t),
 s1 AS (

@@ -6,7 +6,7 @@ WHERE e.project_id = 2
   AND e.timestamp >= TIMESTAMP '2024-03-01 05:00:00'
   AND e.timestamp < TIMESTAMP '2024-04-01 04:00:00'
 ) src
-WHERE event >= '$pageview' AND event <= 'purchase' AND CASE event WHEN '$pageview' THEN TRUE WHEN 'feature_x' THEN TRUE WHEN 'purchase' THEN TRUE ELSE FALSE END
+WHERE (event >= '$pageview' AND event <= 'purchase' AND CASE event WHEN '$pageview' THEN TRUE WHEN 'feature_x' THEN TRUE WHEN 'purchase' THEN TRUE ELSE FALSE END)
 ),
 u0 AS (SELECT person_id, t AS s, min(bd) AS bd FROM ev WHERE g0 = 1 OR g1 = 1 OR g2 = 1 GROUP BY person_id, t),
 q0 AS (SELECT person_id, t, lead(t, 0) OVER (PARTITION BY person_id ORDER BY t) AS r1 FROM (SELECT DISTINCT person_id, t FROM ev WHERE g0 = 1) d),

@@ -82,6 +82,7 @@ class DuckDBDialect:
         """``expr IN (values)`` as a CASE: DuckDB evaluates it inside the scan, where an IN list of several
         strings is planned as a join costing about 3x as much per row of a large table. The range in front
         lets the scan skip row groups whose min/max exclude every name (an IN list would; a CASE does not).
+        Parenthesised, so it stays one condition wherever a caller puts it.
         """
         if not values:
             return "FALSE"
@@ -89,7 +90,7 @@ class DuckDBDialect:
             return f"{expr} = {lit(values[0])}"
         whens = " ".join(f"WHEN {lit(v)} THEN TRUE" for v in values)
         lo, hi = min(values), max(values)
-        return f"{expr} >= {lit(lo)} AND {expr} <= {lit(hi)} AND CASE {expr} {whens} ELSE FALSE END"
+        return f"({expr} >= {lit(lo)} AND {expr} <= {lit(hi)} AND CASE {expr} {whens} ELSE FALSE END)"
 
     def periods_between(self, unit: str, start: str, end: str) -> str:
         """Whole calendar ``unit``s from ``start`` to ``end``; both must already be truncated to ``unit``."""
