@@ -46,6 +46,9 @@ InTransaction = Callable[[duckdb.DuckDBPyConnection], None]
 DEDUP_WINDOW = timedelta(days=1)
 """A message id counts as a duplicate of a stored event whose timestamp is within this window of it."""
 
+CLUSTER_MIN_ROWS = 65_536
+"""Batches of at least this many rows are stored sorted by event name (about half a DuckDB row group)."""
+
 COMPACT_AFTER = 4096
 """Rollup delta rows a project may gather (in this process) before a write batch compacts them."""
 
@@ -223,9 +226,12 @@ class EventStore:
             cur.unregister("batch_in")
             self._drop_stored_duplicates(cur, project_id)
             remap = self._resolve_identity(cur, project_id, merges, prop_rows)
+            # A bulk batch is stored sorted by event name (then time): its row groups then each hold a few
+            # names, so a query for some events skips the others' row groups by their min/max.
+            order = " ORDER BY event, timestamp" if received >= CLUSTER_MIN_ROWS else ""
             cur.execute(
-                """INSERT INTO events (project_id, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash)
-                   SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash FROM staged""",
+                f"""INSERT INTO events (project_id, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash)
+                    SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash FROM staged{order}""",
                 [project_id],
             )
             self._maintain_rollups(cur, project_id, remap)
