@@ -224,3 +224,15 @@ def test_canonical_maps_every_absorbed_id_to_its_final_person(
 def test_times_seen_counts_each_person_once_by_the_number_of_sets_holding_it(sets: list[list[int]]) -> None:
     seen = Counter(p for s in sets for p in set(s))
     assert rollups._times_seen([BitMap(s) for s in sets]) == Counter(seen.values())
+
+
+def test_deleting_a_project_invalidates_its_cached_sets_and_id_index(env: Env) -> None:
+    env.load([_ev(0, "a"), _ev(1, "b")])
+    assert values(env.query(DAU)) == [1, 1, 0, 0]
+    assert env.ws.store._ids.loaded(env.project.id)
+    env.ws.store.delete_project(env.project.id)
+    assert env.ws.store._ids.loaded(env.project.id) == []
+    assert env.ws.store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [env.project.id]) == [(0,)]
+    assert values(env.query(DAU)) == [0, 0, 0, 0]  # not the cached sets of before the delete
+    env.load([_ev(0, "a")])  # the same ids are new again
+    assert values(env.query(DAU)) == [1, 0, 0, 0]

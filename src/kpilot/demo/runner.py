@@ -132,20 +132,7 @@ def prepare_workspace(cfg: DemoConfig) -> tuple[Workspace, ProjectInfo]:
 
 def wipe_project(ws: Workspace, project: ProjectInfo) -> None:
     """Delete every row of ``project`` from the event store and the metadata database (keeps the project)."""
-    tables = ws.store.fetchall(
-        """SELECT c.table_name FROM information_schema.columns c
-           JOIN information_schema.tables t USING (table_schema, table_name)
-           WHERE c.column_name = 'project_id' AND t.table_type = 'BASE TABLE' AND t.table_schema = 'main'
-           ORDER BY 1"""
-    )
-    cur = ws.store.cursor()
-    try:
-        cur.execute("BEGIN TRANSACTION")
-        for (name,) in tables:
-            cur.execute(f'DELETE FROM "{name}" WHERE project_id = ?', [project.id])
-        cur.execute("COMMIT")
-    finally:
-        cur.close()
+    ws.store.delete_project(project.id)
     from sqlalchemy import MetaData
 
     meta = MetaData()

@@ -451,6 +451,22 @@ class EventStore:
         self._rollup_deltas[project_id] = 0
         return merged
 
+    def delete_project(self, project_id: int) -> None:
+        """Delete every row of ``project_id`` from every table that has a ``project_id`` column, in one write."""
+        tables = self.fetchall(
+            """SELECT c.table_name FROM information_schema.columns c
+               JOIN information_schema.tables t USING (table_schema, table_name)
+               WHERE c.column_name = 'project_id' AND t.table_type = 'BASE TABLE' AND t.table_schema = 'main'
+               ORDER BY 1"""
+        )
+        with self._transaction() as cur:
+            for (name,) in tables:
+                cur.execute(f'DELETE FROM "{name}" WHERE project_id = ?', [project_id])
+            self._after_commit.append(lambda: self._ids.forget_project(project_id))
+        self._rollup_tz.pop(project_id, None)
+        self._rollup_deltas.pop(project_id, None)
+        self._sessions.forget()
+
     def checkpoint(self) -> None:
         with self._write_lock:
             self.conn.execute("CHECKPOINT")

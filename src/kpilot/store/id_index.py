@@ -88,6 +88,10 @@ class IdIndex:
     def forget(self) -> None:
         self._days.clear()
 
+    def forget_project(self, project_id: int) -> None:
+        for key in [k for k in self._days if k[0] == project_id]:
+            del self._days[key]
+
     def candidates(
         self, cur: duckdb.DuckDBPyConnection, project_id: int, hashes: np.ndarray, days: np.ndarray
     ) -> np.ndarray:
