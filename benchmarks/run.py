@@ -433,10 +433,12 @@ def write_readme(results_dir: Path) -> Path:
         "process that opens the workspace (kpilot) or loads the Parquet file into memory (plain implementations)",
         "and runs every query once. Ratios are other time / kpilot time (above 1: kpilot is faster).",
         "`kpilot` is the product as shipped: queries its rollups can answer (per-day person bitmaps maintained",
-        "by every import and ingestion write) come from them, session statistics from its materialised sessions",
-        "(maintained the same way), the rest (funnel) from raw events; `kpilot_events` is kpilot with both",
-        "switched off (`KPILOT_ROLLUPS=false`). *parquet_without_rollups* is the same import with that upkeep",
-        "off: the difference is what maintaining rollups and sessions costs.",
+        "by every import and ingestion write, cached in the reading process until the next write) come from",
+        "them, session statistics from its materialised sessions and their per-day aggregates (maintained the",
+        "same way), the rest (funnel) from raw events, which bulk imports store clustered by event name;",
+        "`kpilot_events` is kpilot with rollups and sessions switched off (`KPILOT_ROLLUPS=false`).",
+        "*parquet_without_rollups* is the same import with that upkeep off: the difference is what maintaining",
+        "rollups and sessions costs.",
         "",
     ]
     for r in records:

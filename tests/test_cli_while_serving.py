@@ -185,7 +185,7 @@ def test_reads_while_serving_match_reads_without_server(
     store.close()
 
     for args in READS:
-        assert served[args] == direct[args], f"kpilot {' '.join(args)} differs while serving"
+        assert served[args] == direct[args], f"kpilot {' '.join(args)} differs while serving: {served[args]}"
     assert direct[("audit", "--json")][0] == 0
     assert json.loads(direct[("audit", "--json")][1])["totals"]["rejected"] == 1
     assert direct[("audit", "--project", "nope", "--json")][0] == 3

@@ -49,6 +49,7 @@ from kpilot.compute.spec import (
     StickinessSpec,
     TrendsSpec,
 )
+from kpilot.store.duckdb_store import EventStore
 from kpilot.store.rollup_store import (
     bitmap_from,
     grouped,
@@ -386,14 +387,17 @@ def _read(
 ) -> _Entry:
     """``entry`` (a new one when None) extended by what the query needs, read in one DuckDB transaction."""
     cur = store.cursor()
+    local = isinstance(store, EventStore)  # a store reached through a server takes SELECTs only
     try:
-        cur.execute("BEGIN TRANSACTION")
+        if local:
+            cur.execute("BEGIN TRANSACTION")
         try:
             got = entry or _new_entry(cur, project_id, generation)
             if got.timezone == timezone:
                 got = _extend(cur, got, span[0], span[1], events)
         finally:
-            cur.execute("COMMIT")
+            if local:
+                cur.execute("COMMIT")
     finally:
         cur.close()
     return got
@@ -411,6 +415,11 @@ def cached_rollups(
     come from one state of the store: a read that overlaps a commit is not cached, and while a commit is
     under way every read is a fresh one in its own transaction.
     """
+    if not isinstance(store, EventStore):
+        # A store reached through a running server is written by that server's process, whose write
+        # generations this process cannot see: nothing read from it is cached.
+        got = _read(store, None, project_id, timezone, -1, (first, last), events)
+        return got.rollups if got.timezone == timezone else None
     with _CACHES_LOCK:
         cache = _CACHES.get(store)
         if cache is None:
