@@ -407,3 +407,34 @@ def test_sql_endpoint_answers_only_the_admin_and_only_reads(tmp_path: Path) -> N
     store = EventStore(home / "events.duckdb", read_only=True)
     assert store.fetchall(count) == [(50,)]
     store.close()
+
+
+def test_rollup_reads_through_the_server_see_its_later_writes(tmp_path: Path) -> None:
+    """A process reading through a running server keeps no rollup cache: the server's writes happen in
+    another process, whose write generations it cannot see (a cache here would answer stale)."""
+    from kpilot.compute.engine import DuckDBEngine, run_query
+    from kpilot.compute.spec import parse_spec
+    from kpilot.workspace import ProjectInfo
+
+    home = tmp_path / "ws"
+    key = make_workspace(home, ("alpha",))["alpha"]
+    spec = parse_spec({"kind": "trends", "math": "dau", "date_from": "2024-03-01", "date_to": "2024-03-02"})
+    project = ProjectInfo(id=1, name="alpha", timezone="UTC", week_start="monday")
+
+    def send(user: str) -> None:
+        msg = {"type": "track", "userId": user, "event": "x", "timestamp": "2024-03-01T12:00:00Z"}
+        r = httpx.post(f"{server.url}/v1/batch", json={"batch": [msg]}, auth=(key, ""))
+        assert r.status_code == 200
+        remote.flush_ingestion()
+
+    with _serving(home) as server:
+        remote = RemoteStore(server.info, home / "events.duckdb", read_only=True)
+        engine = DuckDBEngine(remote)  # type: ignore[arg-type]
+        send("a")
+        first = run_query(engine, project, spec)
+        assert engine.last_source == "rollups"
+        send("b")
+        second = run_query(engine, project, spec)
+        remote.close()
+    assert [p["value"] for p in first["series"]] == [1, 0]
+    assert [p["value"] for p in second["series"]] == [2, 0]
