@@ -232,7 +232,9 @@ def test_deleting_a_project_invalidates_its_cached_sets_and_id_index(env: Env) -
     assert env.ws.store._ids.loaded(env.project.id)
     env.ws.store.delete_project(env.project.id)
     assert env.ws.store._ids.loaded(env.project.id) == []
-    assert env.ws.store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [env.project.id]) == [(0,)]
+    assert env.ws.store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [env.project.id]) == [
+        (0,)
+    ]
     assert values(env.query(DAU)) == [0, 0, 0, 0]  # not the cached sets of before the delete
     env.load([_ev(0, "a")])  # the same ids are new again
     assert values(env.query(DAU)) == [1, 0, 0, 0]
