@@ -558,18 +558,26 @@ def _np(table: pa.Table, name: str, dtype: type) -> np.ndarray:
     return np.asarray(table.column(name).to_numpy(zero_copy_only=False), dtype=dtype)
 
 
+def _measure_columns(rows: pa.Table) -> tuple[np.ndarray, ...]:
+    """The columns of :func:`measures_sql` rows as numpy arrays: day, person, duration (seconds), duration
+    in microseconds, engaged, run start and end (microseconds), run length (seconds)."""
+    return (
+        _np(rows, "day", np.int64),
+        _np(rows, "person_id", np.int64),
+        _np(rows, "duration", np.float64),
+        _np(rows, "duration_us", np.int64),
+        _np(rows, "engaged", np.int64),
+        _np(rows, "run_start_us", np.int64),
+        _np(rows, "end_us", np.int64),
+        _np(rows, "run_seconds", np.float64),
+    )
+
+
 def days_from_rows(rows: pa.Table) -> dict[int, Day]:
     """Day aggregates of the rows of :func:`measures_sql` (sorted by day, then duration)."""
     if rows.num_rows == 0:
         return {}
-    day = _np(rows, "day", np.int64)
-    person = _np(rows, "person_id", np.int64)
-    duration = _np(rows, "duration", np.float64)
-    duration_us = _np(rows, "duration_us", np.int64)
-    engaged = _np(rows, "engaged", np.int64)
-    run_start = _np(rows, "run_start_us", np.int64)
-    end = _np(rows, "end_us", np.int64)
-    run_seconds = _np(rows, "run_seconds", np.float64)
+    day, person, duration, duration_us, engaged, run_start, end, run_seconds = _measure_columns(rows)
     idx = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
     counts = np.diff(np.append(idx, len(day)))
     sums = np.add.reduceat(duration_us, idx)
@@ -828,15 +836,8 @@ def _update_days(
         measures_sql("session_delta", timezone, ", sign") + "\nORDER BY day, duration"
     ).to_arrow_table()
     cur.unregister("session_delta")
-    day = _np(rows, "day", np.int64)
+    day, person, duration, duration_us, engaged, run_start, end, run_seconds = _measure_columns(rows)
     sign = _np(rows, "sign", np.int64)
-    person = _np(rows, "person_id", np.int64)
-    duration = _np(rows, "duration", np.float64)
-    duration_us = _np(rows, "duration_us", np.int64)
-    engaged = _np(rows, "engaged", np.int64)
-    run_start = _np(rows, "run_start_us", np.int64)
-    end = _np(rows, "end_us", np.int64)
-    run_seconds = _np(rows, "run_seconds", np.float64)
     idx = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
     bounds = np.append(idx, len(day)).tolist()
     # Per day: what changes. A session deleted and written again as it was (the upkeep re-splits whole runs)
