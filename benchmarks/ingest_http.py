@@ -225,6 +225,12 @@ def main() -> None:
     parser.add_argument(
         "--prepare-workers", type=int, default=None, help="the server's KPILOT_PREPARE_WORKERS"
     )
+    parser.add_argument(
+        "--commit-max-events", type=int, default=None, help="the server's KPILOT_COMMIT_MAX_EVENTS"
+    )
+    parser.add_argument(
+        "--queue-max-events", type=int, default=None, help="the server's KPILOT_QUEUE_MAX_EVENTS"
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ingest_http.json")
     parser.add_argument("--md", type=Path, default=ROOT / "benchmarks/results/ingest_http.md")
     args = parser.parse_args()
@@ -242,6 +248,10 @@ def main() -> None:
             env["KPILOT_STORE_MEMORY_LIMIT"] = args.store_memory_limit
         if args.prepare_workers is not None:
             env["KPILOT_PREPARE_WORKERS"] = str(args.prepare_workers)
+        if args.commit_max_events is not None:
+            env["KPILOT_COMMIT_MAX_EVENTS"] = str(args.commit_max_events)
+        if args.queue_max_events is not None:
+            env["KPILOT_QUEUE_MAX_EVENTS"] = str(args.queue_max_events)
         log = (Path(tmp) / "serve.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "kpilot", "--home", str(home), "serve", "--port", "0"],
@@ -274,6 +284,7 @@ def main() -> None:
             for c in clients:
                 c.start()
             store_memory: list[tuple[float, int]] = []
+            id_index: list[tuple[float, int]] = []
             backlog: list[tuple[float, int]] = []
             stored_at_warm_end: int | None = None
             while time.monotonic() < end:
@@ -287,6 +298,7 @@ def main() -> None:
                     stored_at_warm_end = int(state["writer"]["events_stored"])
                 if len(memory) % 10 == 1:
                     store_memory.append((t, int(state.get("store_memory_bytes", 0)) // 1024))
+                    id_index.append((t, int(state.get("id_index_bytes", 0)) // 1024))
                 time.sleep(1.0)
             for c in clients:
                 c.join()
@@ -353,6 +365,7 @@ def main() -> None:
             "with_workers_max": round(max(measured_tree) / 1024, 1) if measured_tree else None,
             "with_workers_series_s_kib": memory_tree,
             "duckdb_buffers_series_s_kib": store_memory,
+            "id_index_series_s_kib": id_index,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -381,6 +394,8 @@ def main() -> None:
                     ("KPILOT_ROLLUPS", "false" if args.no_rollups else None),
                     ("KPILOT_STORE_MEMORY_LIMIT", args.store_memory_limit),
                     ("KPILOT_PREPARE_WORKERS", args.prepare_workers),
+                    ("KPILOT_COMMIT_MAX_EVENTS", args.commit_max_events),
+                    ("KPILOT_QUEUE_MAX_EVENTS", args.queue_max_events),
                 )
                 if v is not None
             )

@@ -67,6 +67,11 @@ def _days(cur: Any, project_id: int) -> dict[int, tuple[Any, ...]]:
     }
 
 
+def _slices(cur: Any, project_id: int) -> list[tuple[int, int, int]]:
+    got = session_store.slice_counts(cur, project_id, -(10**6), 10**6)
+    return list(zip(got["day"].tolist(), got["bucket"].tolist(), got["n"].tolist(), strict=True))
+
+
 def check_days(env: Env) -> None:
     """The day aggregates the upkeep left hold what a build from the stored sessions gives (their bounds on
     run starts, ends and run lengths may be looser, never tighter)."""
@@ -76,12 +81,15 @@ def check_days(env: Env) -> None:
         tz = session_store.day_timezone(cur, env.project.id)
         assert tz == env.project.timezone
         kept = _days(cur, env.project.id)
+        kept_slices = _slices(cur, env.project.id)
         session_store.build_days(cur, env.project.id, tz)
         built = _days(cur, env.project.id)
+        built_slices = _slices(cur, env.project.id)
         cur.execute("ROLLBACK")
     finally:
         cur.close()
     assert {d: v[:5] for d, v in kept.items()} == {d: v[:5] for d, v in built.items()}
+    assert kept_slices == built_slices  # the same (day, bucket, n) slices, one row each
     for d, v in kept.items():
         a, b = v[5], built[d][5]
         assert a.min_run_start <= b.min_run_start and a.max_end >= b.max_end

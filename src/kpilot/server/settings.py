@@ -31,10 +31,10 @@ class ServerSettings(BaseSettings):
     )
 
     commit_max_events: int = Field(
-        default=20_000, ge=1, description="A group commit takes queued requests up to this many events"
+        default=100_000, ge=1, description="A group commit takes queued requests up to this many events"
     )
     queue_max_events: int = Field(
-        default=200_000,
+        default=400_000,
         ge=1,
         description="While this many events wait to be stored, new requests wait for room (then 503)",
     )

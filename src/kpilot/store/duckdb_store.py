@@ -138,6 +138,11 @@ class EventStore:
             self._shared = None
         self.conn.close()
 
+    @property
+    def id_index_bytes(self) -> int:
+        """Memory held by the id index of this store's file (:mod:`kpilot.store.id_index`)."""
+        return self._ids.nbytes
+
     # ---- reads -------------------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one reader thread (DuckDB cursors share the database, not the transaction)."""

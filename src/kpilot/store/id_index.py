@@ -80,7 +80,8 @@ class IdIndex:
 
     @property
     def nbytes(self) -> int:
-        return sum(d.nbytes for d in self._days.values())
+        """Bytes held (safe to read from another thread: the dict's values are copied in one C call)."""
+        return sum(d.nbytes for d in list(self._days.values()))
 
     def loaded(self, project_id: int) -> list[int]:
         return sorted(day for p, day in self._days if p == project_id)

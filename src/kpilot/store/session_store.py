@@ -615,7 +615,27 @@ def drop_days(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
 
 
 def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int, Day]) -> None:
-    """Insert rows for ``days`` (the caller deleted their old rows); days without sessions get none."""
+    """Insert rows and duration slices for ``days`` (the caller deleted their old rows); days without
+    sessions get none."""
+    _write_day_rows(cur, project_id, days)
+    aggs = [days[d] for d in sorted(days) if days[d].sessions > 0]
+    if not aggs:
+        return
+    # Every slice of every day at once: one buffer of all durations, cut where (day, bucket) changes.
+    values = np.concatenate([np.ascontiguousarray(a.durations, "<f8") for a in aggs])
+    days_of = np.repeat(
+        np.asarray(sorted(d for d in days if days[d].sessions > 0), np.int64),
+        [len(a.durations) for a in aggs],
+    )
+    bucket = value_buckets(values)
+    starts = np.flatnonzero(
+        np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
+    )
+    _insert_slices(cur, project_id, days_of[starts], bucket[starts], starts, values)
+
+
+def _write_day_rows(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int, Day]) -> None:
+    """Insert the ``session_days`` rows of ``days`` (not their slices); days without sessions get none."""
     keep = sorted(d for d, agg in days.items() if agg.sessions > 0)
     if not keep:
         return
@@ -641,21 +661,26 @@ def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int,
         [project_id],
     )
     cur.unregister("session_day_rows")
-    # Every slice of every day at once: one buffer of all durations, cut where (day, bucket) changes.
-    values = np.concatenate([np.ascontiguousarray(a.durations, "<f8") for a in aggs])
-    days_of = np.repeat(np.asarray(keep, np.int64), [len(a.durations) for a in aggs])
-    bucket = value_buckets(values)
-    starts = np.flatnonzero(
-        np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
-    )
+
+
+def _insert_slices(
+    cur: duckdb.DuckDBPyConnection,
+    project_id: int,
+    days: np.ndarray,
+    buckets: np.ndarray,
+    starts: np.ndarray,
+    values: np.ndarray,
+) -> None:
+    """Insert slices: slice i is (``days[i]``, ``buckets[i]``) holding ``values[starts[i]:starts[i + 1]]``."""
+    values = np.ascontiguousarray(values, "<f8")
     offsets = np.append(starts, len(values)).astype(np.int64) * 8
     blobs = pa.LargeBinaryArray.from_buffers(
         pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(values.tobytes())]
     )
     slices = pa.table(
         {
-            "day": pa.array(days_of[starts], pa.int32()),
-            "bucket": pa.array(bucket[starts], pa.int32()),
+            "day": pa.array(days, pa.int32()),
+            "bucket": pa.array(buckets, pa.int32()),
             "n": pa.array(np.diff(np.append(starts, len(values))), pa.int64()),
             "durations": blobs,
         }
@@ -848,9 +873,12 @@ def _update_days(
         d = int(day[a])
         plus, minus = sign[a:b] > 0, sign[a:b] < 0
         p_dur, m_dur = duration[a:b][plus], duration[a:b][minus]
-        same_sessions = len(p_dur) == len(m_dur) and _same_rows(
-            [c[a:b] for c in (duration_us, engaged, run_start, end)], plus, minus
-        )
+        # (the exact integer sums tell most changed days apart before the sort that proves sameness)
+        same_sessions = (
+            len(p_dur) == len(m_dur)
+            and int(duration_us[a:b][plus].sum()) == int(duration_us[a:b][minus].sum())
+            and int(end[a:b][plus].sum()) == int(end[a:b][minus].sum())
+        ) and _same_rows([c[a:b] for c in (duration_us, engaged, run_start, end)], plus, minus)
         p_persons = set(person[a:b][plus].tolist())
         m_persons = set(person[a:b][minus].tolist())
         if same_sessions and p_persons == m_persons:
@@ -895,10 +923,9 @@ def _update_days(
             f"SELECT {_DAY_COLUMNS} FROM session_days WHERE {touched}", [project_id]
         ).fetchall()
     )
-    _fill_durations(cur, stored, f"SELECT * FROM session_day_durations WHERE {touched}", [project_id])
     cur.execute(f"DELETE FROM session_days WHERE {touched}", [project_id])
-    cur.execute(f"DELETE FROM session_day_durations WHERE {touched}", [project_id])
     cur.unregister("session_touched")
+    slices = _SliceEdit.read(cur, project_id, {d: changes[d][:2] for d in plain})
     out: dict[int, Day] = {}
     for d, (p_dur, m_dur, p_persons, m_persons) in changes.items():
         agg = stored.get(d) or Day(0, 0, 0, np.zeros(0, np.float64), BitMap(), _NONE, -_NONE, 0.0)
@@ -911,8 +938,6 @@ def _update_days(
         if d in plain:
             sl = plain[d]
             sg = sign[sl]
-            values = _remove_sorted(agg.durations, m_dur)
-            agg.durations = np.insert(values, np.searchsorted(values, p_dur), p_dur) if len(p_dur) else values
             agg.sessions += int(sg.sum())
             agg.duration_us += int((duration_us[sl] * sg).sum())
             agg.engaged += int((engaged[sl] * sg).sum())
@@ -921,10 +946,93 @@ def _update_days(
                 agg.min_run_start = min(agg.min_run_start, int(run_start[sl][plus].min()))
                 agg.max_end = max(agg.max_end, int(end[sl][plus].max()))
                 agg.max_run_seconds = max(agg.max_run_seconds, float(run_seconds[sl][plus].max()))
-            if agg.sessions != len(agg.durations):
+            if agg.sessions != slices.apply(d, p_dur, m_dur):
                 raise AssertionError("session day aggregates out of step with the stored sessions")
         out[d] = agg
-    _write_days(cur, project_id, out)
+    _write_day_rows(cur, project_id, out)
+    slices.write(cur, project_id)
+
+
+class _SliceEdit:
+    """The duration slices a write changes: only the (day, bucket) slices that lose or gain a duration are
+    read, edited and written again; the day's other slices stay as they are."""
+
+    def __init__(self, edited: dict[tuple[int, int], np.ndarray], counts: dict[int, int]) -> None:
+        self.edited = edited
+        """The durations of each edited slice (stored, then as edited)."""
+        self.counts = counts
+        """Per day, the number of durations in the slices that are not edited."""
+
+    @classmethod
+    def read(
+        cls,
+        cur: duckdb.DuckDBPyConnection,
+        project_id: int,
+        deltas: dict[int, tuple[np.ndarray, np.ndarray]],
+    ) -> _SliceEdit:
+        """The slices that ``deltas`` (per day: durations added, durations removed) touch."""
+        if not deltas:
+            return cls({}, {})
+        wanted = [
+            (d, int(b))
+            for d, (p_dur, m_dur) in deltas.items()
+            for b in np.union1d(value_buckets(p_dur), value_buckets(m_dur)).tolist()
+        ]
+        got = duration_slices(cur, project_id, wanted)
+        counts: dict[int, int] = dict.fromkeys(deltas, 0)
+        n = slice_counts(cur, project_id, min(deltas), max(deltas))
+        keys = set(wanted)
+        for d, b, k in zip(n["day"].tolist(), n["bucket"].tolist(), n["n"].tolist(), strict=True):
+            if d in counts and (d, b) not in keys:
+                counts[d] += int(k)
+        return cls({key: got.get(key, _NO_DURATIONS) for key in wanted}, counts)
+
+    def apply(self, day: int, added: np.ndarray, removed: np.ndarray) -> int:
+        """Remove ``removed`` and add ``added`` (both ascending) to ``day``'s slices; returns the number of
+        durations the day then holds."""
+        a_b, r_b = value_buckets(added), value_buckets(removed)
+        total = self.counts[day]
+        for d, b in self.edited:
+            if d != day:
+                continue
+            values = _remove_sorted(self.edited[(d, b)], removed[r_b == b])
+            more = added[a_b == b]
+            values = np.insert(values, np.searchsorted(values, more), more) if len(more) else values
+            self.edited[(d, b)] = values
+            total += len(values)
+        return total
+
+    def write(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+        if not self.edited:
+            return
+        keys = sorted(self.edited)
+        cur.register(
+            "session_slice_keys",
+            pa.table(
+                {
+                    "day": pa.array([d for d, _ in keys], pa.int32()),
+                    "bucket": pa.array([b for _, b in keys], pa.int32()),
+                }
+            ),
+        )
+        cur.execute(
+            """DELETE FROM session_day_durations s USING session_slice_keys k
+               WHERE s.project_id = ? AND s.day = DATE '1970-01-01' + k.day AND s.bucket = k.bucket""",
+            [project_id],
+        )
+        cur.unregister("session_slice_keys")
+        keep = [k for k in keys if len(self.edited[k])]
+        if keep:
+            values = np.concatenate([self.edited[k] for k in keep])
+            starts = np.cumsum([0] + [len(self.edited[k]) for k in keep[:-1]])
+            _insert_slices(
+                cur,
+                project_id,
+                np.array([d for d, _ in keep], np.int64),
+                np.array([b for _, b in keep], np.int64),
+                starts,
+                values,
+            )
 
 
 # ---- range edges (queries) -----------------------------------------------------------------------------------
