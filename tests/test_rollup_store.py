@@ -7,10 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from kpilot.compute.engine import DuckDBEngine, run_query
 from kpilot.compute.spec import parse_spec
-from kpilot.store import duckdb_store
+from kpilot.store import duckdb_store, rollup_store
 from kpilot.workspace import Workspace
 from tests.conftest import Env, ev, values
 
@@ -133,3 +135,14 @@ def test_a_rebuild_reads_events_in_chunks_and_misses_none(
         assert env.engine.last_source == "rollups" and sum(got) > 0
         (n,) = ws.store.fetchall("SELECT count(DISTINCT day) FROM rollup_persons WHERE event IS NULL")[0]
         assert n == sum(1 for v in got if v)
+
+
+@given(st.lists(st.integers(-800_000, 3_000_000), max_size=40), st.integers(3, 9))
+def test_day_chunks_cover_each_local_day_once(days: list[int], size: int) -> None:
+    present = sorted(set(days))
+    chunks = list(rollup_store.day_chunks(present, size))
+    covered = [d for first, last in chunks for d in range(first, last + 1)]
+    assert len(covered) == len(set(covered))  # no overlap
+    assert all(last - first + 1 <= size for first, last in chunks)
+    assert {d + k for d in present for k in (-1, 0, 1)} <= set(covered)
+    assert len(chunks) <= len(present)  # the gaps between far-apart days cost nothing

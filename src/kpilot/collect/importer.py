@@ -14,6 +14,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -90,10 +91,49 @@ def import_events(
     for path in paths:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no such file")
-        file_format = detect_format(path, fmt)
-        report.files.append(str(path))
-        _import_file(ws, project, path, file_format, batch_rows, report, progress, columnar)
+    formats = [detect_format(path, fmt) for path in paths]
+    with _upkeep(ws, project, paths, formats):
+        for path, file_format in zip(paths, formats, strict=True):
+            report.files.append(str(path))
+            _import_file(ws, project, path, file_format, batch_rows, report, progress, columnar)
     return report
+
+
+BYTES_PER_TEXT_ROW = 250
+"""For the upkeep choice, a JSONL or CSV file is taken to hold one row per this many bytes."""
+
+
+@contextmanager
+def _upkeep(ws: Workspace, project: ProjectInfo, paths: Sequence[Path], formats: list[str]) -> Iterator[None]:
+    """Defer the project's rollup and session upkeep to one build at the end
+    (:meth:`~kpilot.store.duckdb_store.EventStore.bulk_upkeep`) when the import is at least as large as
+    what the project holds: one build then costs less than keeping them current batch by batch."""
+    from kpilot.store.duckdb_store import EventStore
+
+    store = ws.store
+    if not isinstance(store, EventStore):
+        yield
+        return
+    incoming = sum(_estimated_rows(p, f) for p, f in zip(paths, formats, strict=True))
+    stored = int(store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [project.id])[0][0])
+    if incoming < max(stored, 1):
+        yield
+        return
+    with store.bulk_upkeep(project.id):
+        yield
+
+
+def _estimated_rows(path: Path, fmt: str) -> int:
+    """Rows in ``path``: exact for Parquet (its footer), estimated from the size for text formats."""
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return int(pq.ParquetFile(path).metadata.num_rows)
+        except (OSError, pa.ArrowException):
+            pass  # not readable as Parquet: the import itself reports why
+    ratio = 8 if path.suffix.lower() == ".gz" else 1  # a typical compression ratio of JSON text
+    return path.stat().st_size * ratio // BYTES_PER_TEXT_ROW
 
 
 def _import_file(

@@ -90,6 +90,8 @@ class EventStore:
         self._rollup_tz: dict[int, str | None] = {}
         self._rollup_deltas: dict[int, int] = {}
         self._sessions = session_store.Upkeep()
+        self._bulk: set[int] = set()
+        """Projects written without upkeep until their bulk write ends (:meth:`bulk_upkeep`)."""
         config: dict[str, str | bool | int | float | list[str]] = {}
         if memory_limit:
             config["memory_limit"] = memory_limit
@@ -239,8 +241,9 @@ class EventStore:
                     SELECT ?, uuid, event, distinct_id, timestamp, properties, received_at, uuid_hash FROM staged{order}""",
                 [project_id],
             )
-            self._maintain_rollups(cur, project_id, remap)
-            self._sessions.maintain(cur, project_id, remap, keep=self.maintain_rollups)
+            upkeep = self.maintain_rollups and project_id not in self._bulk
+            self._maintain_rollups(cur, project_id, remap, upkeep)
+            self._sessions.maintain(cur, project_id, remap, keep=upkeep)
             cur.execute("DROP TABLE IF EXISTS batch_persons")
             cur.register("batch_all", table.select(["event", "timestamp"]))
             cur.execute(
@@ -406,14 +409,14 @@ class EventStore:
 
     # ---- rollups -----------------------------------------------------------------------------------
     def _maintain_rollups(
-        self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int]
+        self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], keep: bool
     ) -> None:
         if project_id not in self._rollup_tz:
             self._rollup_tz[project_id] = rollup_store.rollup_timezone(cur, project_id)
         tz = self._rollup_tz[project_id]
         if tz is None:
             return
-        if not self.maintain_rollups:
+        if not keep:
             # Writing without maintaining: the rollup would go stale, so it is dropped (rebuilt on demand).
             rollup_store.drop(cur, project_id)
             self._rollup_tz[project_id] = None
@@ -448,6 +451,37 @@ class EventStore:
         self._rollup_tz[project_id] = timezone
         self._rollup_deltas[project_id] = 0
         return True
+
+    @contextmanager
+    def bulk_upkeep(self, project_id: int) -> Iterator[bool]:
+        """Write ``project_id`` without rollup and session upkeep, then build them once at the end.
+
+        For a bulk import at least as large as what the project holds, one build from all of its events is
+        cheaper than keeping them current batch by batch (docs/rollups.md, "Bulk imports"). The first write
+        inside drops the project's rollup and sessions (queries read raw events meanwhile, as for any
+        project without them); every write of the project while the block runs, from any thread, skips the
+        upkeep; the block's end builds them again in the timezone they had. When the block ends with an
+        error the build still runs (the events written so far are stored); on an interrupt it is left to the
+        next opening of the workspace. Yields whether the upkeep is deferred (False: the project had no
+        rollup to keep, or upkeep is off).
+        """
+        if self.read_only or not self.maintain_rollups or project_id in self._bulk:
+            yield False
+            return
+        timezone = self.rollup_timezone(project_id)
+        if timezone is None:
+            yield False
+            return
+        self._bulk.add(project_id)
+        try:
+            yield True
+        except Exception:
+            self._bulk.discard(project_id)
+            self.ensure_rollups(project_id, timezone)
+            raise
+        finally:
+            self._bulk.discard(project_id)
+        self.ensure_rollups(project_id, timezone)
 
     def compact_rollups(self, project_id: int) -> int:
         """Merge ``project_id``'s rollup delta rows (one row per day and event); returns keys merged."""

@@ -29,7 +29,7 @@ import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import duckdb
@@ -46,11 +46,13 @@ __all__ = [
     "commit_begins",
     "commit_ended",
     "compact",
+    "day_chunks",
     "drop",
     "grouped",
     "person_sets",
     "project_sources",
     "rollup_timezone",
+    "utc_days",
     "write_generation",
 ]
 
@@ -147,6 +149,30 @@ BUILD_DAYS = 7
 """A build reads this many days of events at a time, so memory stays bounded whatever the store's size."""
 
 
+def day_chunks(present: list[int], size: int = BUILD_DAYS) -> Iterator[tuple[int, int]]:
+    """Chunks ``(first, last)`` of local days (days since 1970-01-01) covering every local day of the UTC
+    days ``present`` (ascending): no offset exceeds a day, so UTC day ``u`` has local days ``u - 1`` to
+    ``u + 1``. The chunks do not overlap, each starts next to a day in ``present`` (so the years between two
+    far-apart events cost nothing), and each holds at most ``size`` days."""
+    i, done = 0, None
+    while i < len(present):
+        first = present[i] - 1 if done is None else max(present[i] - 1, done + 1)
+        last = done = first + size - 1
+        while i < len(present) and present[i] + 1 <= last:
+            i += 1
+        yield first, last
+
+
+def utc_days(cur: duckdb.DuckDBPyConnection, table: str, column: str, project_id: int) -> list[int]:
+    """The UTC days (days since 1970-01-01, exact at any date) of ``column`` in ``project_id``'s rows."""
+    rows = cur.execute(
+        f"""SELECT DISTINCT CAST(CAST({column} AS DATE) - DATE '1970-01-01' AS BIGINT) AS d FROM {table}
+            WHERE project_id = ? ORDER BY d""",
+        [project_id],
+    ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
 def drop(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
     """Remove ``project_id``'s rollup: queries then read raw events until it is built again."""
     cur.execute("DELETE FROM rollup_projects WHERE project_id = ?", [project_id])
@@ -170,26 +196,18 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
         "INSERT INTO rollup_projects VALUES (?, ?, ?)",
         [project_id, timezone, datetime.now(UTC).replace(tzinfo=None)],
     )
-    lo, hi = cur.execute(
-        "SELECT min(timestamp), max(timestamp) FROM events WHERE project_id = ?", [project_id]
-    ).fetchall()[0]
-    if lo is None:
-        return 0
     local_day = _DAY.format(local=_local("e.timestamp", timezone))
     source, persons = project_sources(project_id)
     written = 0
     # Local days in chunks; the UTC bounds are padded by a day on each side (no offset exceeds one day),
     # and the local-day test keeps each event in exactly one chunk.
-    first = lo.date() - timedelta(days=1)
-    while first <= hi.date() + timedelta(days=1):
-        last = first + timedelta(days=BUILD_DAYS - 1)
+    for first, last in day_chunks(utc_days(cur, "events", "timestamp", project_id)):
         where = (
-            f"e.timestamp >= TIMESTAMP '{first - timedelta(days=1)}' "
-            f"AND e.timestamp < TIMESTAMP '{last + timedelta(days=2)}' "
-            f"AND {local_day} BETWEEN DATE '{first}' AND DATE '{last}'"
+            f"e.timestamp >= CAST(DATE '1970-01-01' + {first - 1} AS TIMESTAMP) "
+            f"AND e.timestamp < CAST(DATE '1970-01-01' + {last + 2} AS TIMESTAMP) "
+            f"AND {local_day} BETWEEN DATE '1970-01-01' + {first} AND DATE '1970-01-01' + {last}"
         )
         written += _append(cur, project_id, grouped(cur, source, persons, timezone, where))
-        first = last + timedelta(days=1)
     return written
 
 

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
-from kpilot.store.rollup_store import bitmap_from
+from kpilot.store.rollup_store import bitmap_from, day_chunks, utc_days
 
 __all__ = [
     "DAY_ENGAGED_SECONDS",
@@ -158,14 +158,20 @@ def sessionize(
     if overlap.any():
         cm = _cummax_by_person(first, start, end)
         overlap[1:] = ~first[1:] & (start[1:] < cm[:-1])
-    g_idx = np.flatnonzero(~overlap)
-    g_of = np.cumsum(~overlap) - 1
-    g_person = person[g_idx]
-    g_start = start[g_idx]
-    g_end = np.maximum.reduceat(end, g_idx)
-    g_hint = np.minimum.reduceat(hint, g_idx)
-    g_first = first[g_idx]
-    gs, ge = _seconds(g_start), _seconds(g_end)
+    grouped = bool(overlap.any())
+    if grouped:
+        g_idx = np.flatnonzero(~overlap)
+        g_of = np.cumsum(~overlap) - 1
+        g_person = person[g_idx]
+        g_start = start[g_idx]
+        g_end = np.maximum.reduceat(end, g_idx)
+        g_hint = np.minimum.reduceat(hint, g_idx)
+        g_first = first[g_idx]
+    else:  # every element is its own group (always so for raw events): no copies
+        g_idx = g_of = np.arange(n)
+        g_person, g_start, g_end, g_hint, g_first = person, start, end, hint, first
+    gs = _seconds(g_start)
+    ge = gs if g_end is g_start else _seconds(g_end)
     # 2. Inactivity runs: a gap longer than the timeout between one event and the next starts a new run.
     brk = g_first.copy()
     brk[1:] |= (gs[1:] - ge[:-1]) > gap
@@ -194,7 +200,7 @@ def sessionize(
     s_idx = np.flatnonzero(s_flag)
     s_of = np.cumsum(s_flag) - 1
     return Sessionized(
-        of_element=s_of[g_of],
+        of_element=s_of[g_of] if grouped else s_of,
         person=g_person[s_idx],
         start=g_start[s_idx],
         end=np.maximum.reduceat(g_end, s_idx),
@@ -790,17 +796,9 @@ def build_days(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -
         "INSERT INTO session_day_projects VALUES (?, ?, ?)",
         [project_id, timezone, datetime.now(UTC).replace(tzinfo=None)],
     )
-    lo, hi = cur.execute(
-        "SELECT epoch_us(min(start_ts)), epoch_us(max(start_ts)) FROM person_sessions WHERE project_id = ?",
-        [project_id],
-    ).fetchall()[0]
-    if lo is None:
-        return 0
     written = 0
     # Local days are within a day of UTC ones: chunks of UTC days with a margin, then exact local days.
-    first, last = int(lo) // _DAY_US - 1, int(hi) // _DAY_US + 1
-    for d0 in range(first, last + 1, BUILD_DAYS):
-        d1 = min(d0 + BUILD_DAYS - 1, last)
+    for d0, d1 in day_chunks(utc_days(cur, "person_sessions", "start_ts", project_id), BUILD_DAYS):
         table = cur.sql(
             f"""SELECT * FROM ({measures_sql("person_sessions", timezone)}
                                WHERE project_id = $1 AND start_ts >= make_timestamp($2::BIGINT)
