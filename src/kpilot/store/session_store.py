@@ -33,7 +33,9 @@ again from raw events instead. An identity merge does the same with every stored
 
 from __future__ import annotations
 
+import concurrent.futures
 import itertools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -338,9 +340,9 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, params: SessionParams
     )
     n_events = cur.execute("SELECT count(*) FROM events WHERE project_id = ?", [project_id]).fetchall()[0][0]
     chunks = max(1, -(-int(n_events) // BUILD_EVENTS))
-    written = 0
-    for k in range(chunks):
-        table = cur.sql(
+
+    def events_of(k: int) -> pa.Table:
+        return cur.sql(
             """SELECT p.person_id, e.timestamp, e.event, NULL::TIMESTAMP AS hint
                FROM events e JOIN person_distinct_ids p
                  ON p.project_id = e.project_id AND p.distinct_id = e.distinct_id
@@ -348,9 +350,22 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, params: SessionParams
                ORDER BY p.person_id, e.timestamp""",
             params=[project_id, chunks, k],
         ).to_arrow_table()
-        rows, _ = _from_events(table, params)
-        _insert(cur, project_id, rows)
-        written += rows.num_rows
+
+    # A pipeline of two: DuckDB reads chunk k + 1 (on a worker thread) while numpy splits chunk k. The
+    # cursor is never used by both at once: chunk k's sessions are inserted after chunk k + 1 is read.
+    written = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="kpilot-session-build") as pool:
+        ahead = pool.submit(events_of, 0)
+        for k in range(chunks):
+            table = ahead.result()
+            if k + 1 < chunks:
+                ahead = pool.submit(events_of, k + 1)
+            rows, _ = _from_events(table, params)
+            del table
+            if k + 1 < chunks:
+                concurrent.futures.wait([ahead])
+            _insert(cur, project_id, rows)
+            written += rows.num_rows
     return written
 
 
