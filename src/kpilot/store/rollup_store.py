@@ -25,10 +25,12 @@ one process share the database.
 from __future__ import annotations
 
 import array
+import concurrent.futures
 import os
 import threading
 import weakref
 from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -101,6 +103,11 @@ def person_sets(table: pa.Table) -> Iterator[tuple[int, str | None, BitMap]]:
 
 def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) -> int:
     """Append bitmaps for (day, event, person_id) rows sorted by day, event, person_id; returns rows added."""
+    return _insert_bitmaps(cur, project_id, _bitmap_rows(table))
+
+
+def _bitmap_rows(table: pa.Table) -> pa.Table | None:
+    """The ``rollup_persons`` rows (without project) of (day, event, person_id) rows, or None if empty."""
     out_day: list[int] = []
     out_event: list[str | None] = []
     out_blob: list[bytes] = []
@@ -109,14 +116,19 @@ def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) ->
         out_event.append(event)
         out_blob.append(persons.serialize())
     if not out_day:
-        return 0
-    rows = pa.table(
+        return None
+    return pa.table(
         {
             "day": pa.array(out_day, pa.int32()),
             "event": pa.array(out_event, pa.string()),
             "persons": pa.array(out_blob, pa.binary()),
         }
     )
+
+
+def _insert_bitmaps(cur: duckdb.DuckDBPyConnection, project_id: int, rows: pa.Table | None) -> int:
+    if rows is None:
+        return 0
     cur.register("rollup_rows", rows)
     cur.execute(
         """INSERT INTO rollup_persons
@@ -124,7 +136,7 @@ def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) ->
         [project_id],
     )
     cur.unregister("rollup_rows")
-    return len(out_day)
+    return int(rows.num_rows)
 
 
 def grouped(
@@ -201,13 +213,30 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
     written = 0
     # Local days in chunks; the UTC bounds are padded by a day on each side (no offset exceeds one day),
     # and the local-day test keeps each event in exactly one chunk.
-    for first, last in day_chunks(utc_days(cur, "events", "timestamp", project_id)):
+    chunks = list(day_chunks(utc_days(cur, "events", "timestamp", project_id)))
+
+    def rows_of(first: int, last: int) -> pa.Table:
         where = (
             f"e.timestamp >= CAST(DATE '1970-01-01' + {first - 1} AS TIMESTAMP) "
             f"AND e.timestamp < CAST(DATE '1970-01-01' + {last + 2} AS TIMESTAMP) "
             f"AND {local_day} BETWEEN DATE '1970-01-01' + {first} AND DATE '1970-01-01' + {last}"
         )
-        written += _append(cur, project_id, grouped(cur, source, persons, timezone, where))
+        return grouped(cur, source, persons, timezone, where)
+
+    # A pipeline of two: DuckDB groups chunk i + 1 (on a worker thread) while chunk i's bitmaps are made;
+    # the cursor is never used by both at once (chunk i is inserted after chunk i + 1 is read).
+    with ThreadPoolExecutor(1, thread_name_prefix="kpilot-rollup-build") as pool:
+        ahead = pool.submit(rows_of, *chunks[0]) if chunks else None
+        for i in range(len(chunks)):
+            assert ahead is not None
+            table = ahead.result()
+            if i + 1 < len(chunks):
+                ahead = pool.submit(rows_of, *chunks[i + 1])
+            rows = _bitmap_rows(table)
+            del table
+            if i + 1 < len(chunks):
+                concurrent.futures.wait([ahead])
+            written += _insert_bitmaps(cur, project_id, rows)
     return written
 
 
