@@ -161,3 +161,30 @@ def test_another_projects_writes_keep_their_upkeep(
     check(env)
     check(other)
     _answers(env)
+
+
+@pytest.mark.parametrize(("choice", "builds"), [("incremental", 0), ("rebuild", 1), ("auto", 1)])
+def test_the_choice_can_be_forced(
+    env: Env,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    upkeep_calls: dict[str, int],
+    choice: str,
+    builds: int,
+) -> None:
+    path = _write(tmp_path / "big.jsonl", _rows(1, 3, 6, "a"))
+    monkeypatch.setenv("KPILOT_IMPORT_UPKEEP", choice)
+    import_events(env.ws, env.project, [path], batch_rows=20)
+    assert upkeep_calls["builds"] == builds and (upkeep_calls["incremental"] > 0) == (builds == 0)
+    check(env)
+    _answers(env)
+
+
+def test_an_unknown_choice_is_refused_before_anything_is_written(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _write(tmp_path / "big.jsonl", _rows(1, 1, 2, "a"))
+    monkeypatch.setenv("KPILOT_IMPORT_UPKEEP", "sometimes")
+    with pytest.raises(ValueError, match="KPILOT_IMPORT_UPKEEP must be one of auto, incremental, rebuild"):
+        import_events(env.ws, env.project, [path])
+    assert env.ws.store.fetchall("SELECT count(*) FROM events")[0][0] == 0

@@ -28,10 +28,22 @@ from kpilot.collect.readers import ParseFailure, detect_format, read_rows
 from kpilot.meta.models import ImportRejection, ImportRun
 from kpilot.workspace import ProjectInfo, Workspace
 
-__all__ = ["COLUMNAR_ENV", "MAX_STORED_REJECTIONS", "ImportReport", "Rejection", "import_events"]
+__all__ = [
+    "COLUMNAR_ENV",
+    "MAX_STORED_REJECTIONS",
+    "UPKEEP_ENV",
+    "ImportReport",
+    "Rejection",
+    "import_events",
+]
 
 COLUMNAR_ENV = "KPILOT_IMPORT_COLUMNAR"
 """Set to 0 to normalise every row one by one (the columnar fast path is on otherwise)."""
+
+UPKEEP_ENV = "KPILOT_IMPORT_UPKEEP"
+"""``auto`` (default): build the rollup and sessions once at the end when the import is at least as large as
+the project, else keep them current batch by batch; ``incremental`` or ``rebuild`` force one way."""
+UPKEEP_CHOICES = ("auto", "incremental", "rebuild")
 
 MAX_STORED_REJECTIONS = 10_000
 """Per run, at most this many rejected rows are kept with their reason (all are counted)."""
@@ -110,15 +122,19 @@ def _upkeep(ws: Workspace, project: ProjectInfo, paths: Sequence[Path], formats:
     what the project holds: one build then costs less than keeping them current batch by batch."""
     from kpilot.store.duckdb_store import EventStore
 
+    choice = os.environ.get(UPKEEP_ENV, "auto").strip().lower() or "auto"
+    if choice not in UPKEEP_CHOICES:
+        raise ValueError(f"{UPKEEP_ENV} must be one of {', '.join(UPKEEP_CHOICES)}, got {choice!r}")
     store = ws.store
-    if not isinstance(store, EventStore):
+    if not isinstance(store, EventStore) or choice == "incremental":
         yield
         return
-    incoming = sum(_estimated_rows(p, f) for p, f in zip(paths, formats, strict=True))
-    stored = int(store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [project.id])[0][0])
-    if incoming < max(stored, 1):
-        yield
-        return
+    if choice == "auto":
+        incoming = sum(_estimated_rows(p, f) for p, f in zip(paths, formats, strict=True))
+        stored = int(store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [project.id])[0][0])
+        if incoming < max(stored, 1):
+            yield
+            return
     with store.bulk_upkeep(project.id):
         yield
 
