@@ -200,13 +200,25 @@ def test_reads_while_serving_match_reads_without_server(
 
 
 def _rollup_sets(store: EventStore) -> dict[tuple[Any, ...], list[int]]:
-    """The persons of each (project, day, event) rollup set, whatever delta rows hold them."""
-    sets: dict[tuple[Any, ...], BitMap] = {}
+    """The persons of each (project, day, event) rollup set, whatever delta rows hold them, with absorbed
+    persons replaced by their survivors (a rollup kept batch by batch holds the ids a person had when its
+    events were written, plus the merges; one built at the end of a bulk import holds current ids)."""
+    survivor: dict[tuple[int, int], int] = {
+        (int(pid), int(a)): int(b)
+        for pid, a, b in store.fetchall("SELECT project_id, absorbed, survivor FROM rollup_merges")
+    }
+
+    def current(pid: int, person: int) -> int:
+        while (pid, person) in survivor:
+            person = survivor[(pid, person)]
+        return person
+
+    sets: dict[tuple[Any, ...], set[int]] = {}
     for pid, day, event, blob in store.fetchall(
         "SELECT project_id, day, event, persons FROM rollup_persons WHERE project_id <> 2"
     ):
-        sets.setdefault((pid, day, event), BitMap()).update(BitMap.deserialize(blob))
-    return {key: list(bm) for key, bm in sets.items()}
+        sets.setdefault((pid, day, event), set()).update(current(pid, p) for p in BitMap.deserialize(blob))
+    return {key: sorted(persons) for key, persons in sets.items()}
 
 
 def _table_rows(home: Path) -> dict[str, list[tuple[Any, ...]]]:
