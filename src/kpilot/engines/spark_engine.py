@@ -26,7 +26,6 @@ the cluster and writes it in the layout ``kpilot export lake`` uses.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import sys
@@ -134,41 +133,16 @@ def spark_session(
         builder = builder.config("spark.sql.shuffle.partitions", str(shuffle_partitions))
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    for attempt in range(START_ATTEMPTS):
-        try:
-            with warnings.catch_warnings():
-                # PySpark's own test helpers, imported on start-up, warn about new pandas versions
-                warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
-                session = builder.getOrCreate()
-            break
-        except Exception as exc:  # py4j / JVM start-up failures have no common base class
-            if attempt + 1 == START_ATTEMPTS:
-                raise SparkUnavailable(f"cannot start Spark with master {master!r}: {exc}") from exc
-            # A JVM that died while starting leaves PySpark holding its gateway, and every later
-            # getOrCreate would talk to the dead one: forget it, then start a fresh JVM.
-            _forget_gateway()
+    try:
+        with warnings.catch_warnings():
+            # PySpark's own test helpers, imported on start-up, warn about new pandas versions
+            warnings.filterwarnings("ignore", "PySpark does not yet fully support", FutureWarning)
+            session = builder.getOrCreate()
+    except Exception as exc:  # py4j / JVM start-up failures have no common base class
+        raise SparkUnavailable(f"cannot start Spark with master {master!r}: {exc}") from exc
     # getOrCreate may return a session started elsewhere: the zone is what matters most, set it again.
     session.conf.set("spark.sql.session.timeZone", "UTC")
     return session
-
-
-START_ATTEMPTS = 3
-"""Starting the local JVM occasionally fails on a loaded machine (its gateway refuses the first connection);
-:func:`spark_session` starts a fresh one up to this many times."""
-
-
-def _forget_gateway() -> None:
-    from pyspark import SparkContext
-
-    with contextlib.suppress(Exception):
-        if SparkContext._active_spark_context is not None:
-            SparkContext._active_spark_context.stop()
-    with contextlib.suppress(Exception):
-        if SparkContext._gateway is not None:
-            SparkContext._gateway.shutdown()
-    SparkContext._active_spark_context = None
-    SparkContext._gateway = None
-    SparkContext._jvm = None
 
 
 class SparkEngine:
