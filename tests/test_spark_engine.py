@@ -57,11 +57,13 @@ def spark_session() -> Iterator[Any]:
         "local[2]",
         shuffle_partitions=1,
         app_name="kpilot-tests",
-        # tiny data: no adaptive re-planning; the C1 JIT alone warms up faster for a short run
+        # tiny data: no adaptive re-planning; the C1 JIT alone warms up faster for a short run. C1 alone gets
+        # a 48 MB code cache by default, and the whole suite's generated code filled it: the JIT switched
+        # itself off and the JVM died mid-run (every later Spark test failed). The tiered default is 240 MB.
         conf={
             "spark.ui.enabled": "false",
             "spark.sql.adaptive.enabled": "false",
-            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1",
+            "spark.driver.extraJavaOptions": "-XX:TieredStopAtLevel=1 -XX:ReservedCodeCacheSize=240m",
         },
     )
     session.sparkContext.setLogLevel("ERROR")
