@@ -146,3 +146,36 @@ def test_day_chunks_cover_each_local_day_once(days: list[int], size: int) -> Non
     assert all(last - first + 1 <= size for first, last in chunks)
     assert {d + k for d in present for k in (-1, 0, 1)} <= set(covered)
     assert len(chunks) <= len(present)  # the gaps between far-apart days cost nothing
+
+
+def test_pipelined_reads_ahead_but_never_reads_while_writing() -> None:
+    import threading
+    import time
+
+    import pyarrow as pa
+
+    log: list[tuple[str, int, float, float]] = []
+    busy = threading.Lock()  # stands for the shared cursor: must never be taken twice at once
+
+    def read(k: int) -> pa.Table:
+        assert busy.acquire(blocking=False), "read while the cursor is in use"
+        t = time.perf_counter()
+        time.sleep(0.01)
+        busy.release()
+        log.append(("read", k, t, time.perf_counter()))
+        return pa.table({"k": [k]})
+
+    def make(table: pa.Table) -> int:
+        return int(table.column("k")[0].as_py())
+
+    def write(k: int) -> int:
+        assert busy.acquire(blocking=False), "write while the cursor is in use"
+        log.append(("write", k, time.perf_counter(), time.perf_counter()))
+        busy.release()
+        return k + 1
+
+    assert rollup_store.pipelined([0, 1, 2, 3], read, make, write) == 1 + 2 + 3 + 4
+    assert [(kind, k) for kind, k, _, _ in log] == [
+        ("read", 0), ("read", 1), ("write", 0), ("read", 2), ("write", 1), ("read", 3), ("write", 2), ("write", 3)
+    ]  # fmt: skip
+    assert rollup_store.pipelined([], read, make, write) == 0

@@ -29,10 +29,10 @@ import concurrent.futures
 import os
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import duckdb
 import numpy as np
@@ -52,6 +52,7 @@ __all__ = [
     "drop",
     "grouped",
     "person_sets",
+    "pipelined",
     "project_sources",
     "rollup_timezone",
     "utc_days",
@@ -157,6 +158,9 @@ def grouped(
     ).to_arrow_table()
 
 
+K = TypeVar("K")
+R = TypeVar("R")
+
 BUILD_DAYS = 7
 """A build reads this many days of events at a time, so memory stays bounded whatever the store's size."""
 
@@ -210,7 +214,6 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
     )
     local_day = _DAY.format(local=_local("e.timestamp", timezone))
     source, persons = project_sources(project_id)
-    written = 0
     # Local days in chunks; the UTC bounds are padded by a day on each side (no offset exceeds one day),
     # and the local-day test keeps each event in exactly one chunk.
     chunks = list(day_chunks(utc_days(cur, "events", "timestamp", project_id)))
@@ -223,20 +226,36 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int
         )
         return grouped(cur, source, persons, timezone, where)
 
-    # A pipeline of two: DuckDB groups chunk i + 1 (on a worker thread) while chunk i's bitmaps are made;
-    # the cursor is never used by both at once (chunk i is inserted after chunk i + 1 is read).
-    with ThreadPoolExecutor(1, thread_name_prefix="kpilot-rollup-build") as pool:
-        ahead = pool.submit(rows_of, *chunks[0]) if chunks else None
+    return pipelined(
+        chunks, lambda c: rows_of(*c), _bitmap_rows, lambda rows: _insert_bitmaps(cur, project_id, rows)
+    )
+
+
+def pipelined(
+    chunks: Sequence[K],
+    read: Callable[[K], pa.Table],
+    make: Callable[[pa.Table], R],
+    write: Callable[[R], int],
+) -> int:
+    """``write(make(read(c)))`` for every chunk in order; returns the sum of what ``write`` returns.
+
+    A pipeline of two: ``read`` of the next chunk (a DuckDB query, which releases the GIL) runs on a worker
+    thread while ``make`` (numpy, pyroaring) works on the current one. ``read`` and ``write`` share the
+    caller's cursor, so they never run at once: a chunk is written after the next one has been read.
+    """
+    written = 0
+    with ThreadPoolExecutor(1, thread_name_prefix="kpilot-build") as pool:
+        ahead = pool.submit(read, chunks[0]) if chunks else None
         for i in range(len(chunks)):
             assert ahead is not None
             table = ahead.result()
             if i + 1 < len(chunks):
-                ahead = pool.submit(rows_of, *chunks[i + 1])
-            rows = _bitmap_rows(table)
+                ahead = pool.submit(read, chunks[i + 1])
+            made = make(table)
             del table
             if i + 1 < len(chunks):
                 concurrent.futures.wait([ahead])
-            written += _insert_bitmaps(cur, project_id, rows)
+            written += write(made)
     return written
 
 

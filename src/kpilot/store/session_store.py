@@ -33,9 +33,7 @@ again from raw events instead. An identity merge does the same with every stored
 
 from __future__ import annotations
 
-import concurrent.futures
 import itertools
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -46,7 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
-from kpilot.store.rollup_store import bitmap_from, day_chunks, utc_days
+from kpilot.store.rollup_store import bitmap_from, day_chunks, pipelined, utc_days
 
 __all__ = [
     "DAY_ENGAGED_SECONDS",
@@ -351,22 +349,11 @@ def build(cur: duckdb.DuckDBPyConnection, project_id: int, params: SessionParams
             params=[project_id, chunks, k],
         ).to_arrow_table()
 
-    # A pipeline of two: DuckDB reads chunk k + 1 (on a worker thread) while numpy splits chunk k. The
-    # cursor is never used by both at once: chunk k's sessions are inserted after chunk k + 1 is read.
-    written = 0
-    with ThreadPoolExecutor(1, thread_name_prefix="kpilot-session-build") as pool:
-        ahead = pool.submit(events_of, 0)
-        for k in range(chunks):
-            table = ahead.result()
-            if k + 1 < chunks:
-                ahead = pool.submit(events_of, k + 1)
-            rows, _ = _from_events(table, params)
-            del table
-            if k + 1 < chunks:
-                concurrent.futures.wait([ahead])
-            _insert(cur, project_id, rows)
-            written += rows.num_rows
-    return written
+    def insert(rows: pa.Table) -> int:
+        _insert(cur, project_id, rows)
+        return int(rows.num_rows)
+
+    return pipelined(list(range(chunks)), events_of, lambda table: _from_events(table, params)[0], insert)
 
 
 # ---- upkeep -----------------------------------------------------------------------------------------------
@@ -639,15 +626,12 @@ def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int,
     """Insert rows and duration slices for ``days`` (the caller deleted their old rows); days without
     sessions get none."""
     _write_day_rows(cur, project_id, days)
-    aggs = [days[d] for d in sorted(days) if days[d].sessions > 0]
-    if not aggs:
+    keep = sorted(d for d, agg in days.items() if agg.sessions > 0)
+    if not keep:
         return
     # Every slice of every day at once: one buffer of all durations, cut where (day, bucket) changes.
-    values = np.concatenate([np.ascontiguousarray(a.durations, "<f8") for a in aggs])
-    days_of = np.repeat(
-        np.asarray(sorted(d for d in days if days[d].sessions > 0), np.int64),
-        [len(a.durations) for a in aggs],
-    )
+    values = np.concatenate([np.ascontiguousarray(days[d].durations, "<f8") for d in keep])
+    days_of = np.repeat(np.asarray(keep, np.int64), [len(days[d].durations) for d in keep])
     bucket = value_buckets(values)
     starts = np.flatnonzero(
         np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
