@@ -117,16 +117,21 @@ def test_two_writers_of_one_file_share_the_index(tmp_path: Path) -> None:
         two.close()
 
 
-def test_a_zero_budget_evicts_everything_and_stays_exact(tmp_path: Path) -> None:
+def test_a_zero_budget_moves_every_needed_day_to_disk_and_stays_exact(tmp_path: Path) -> None:
     s = EventStore(tmp_path / "events.duckdb", id_index_mb=0)
     try:
         s.write_batch(1, [ev(f"id{i}", T0 + timedelta(hours=i)) for i in range(48)])
-        assert s._ids.nbytes == 0
+        assert s._ids.nbytes == 0 and s._ids.disk_bytes == 48 * 8
+        (spill,) = tmp_path.glob(".kpilot-ids-*")
+        assert spill.is_dir() and any(spill.iterdir())
         result = s.write_batch(1, [ev(f"id{i}", T0 + timedelta(hours=i)) for i in range(40, 60)])
         assert (result.accepted, result.deduplicated) == (12, 8)
-        assert s._ids.loads == 2
+        assert s._ids.loads == 1  # the days the second write needed were on disk, not read again
+        # the first day (12 ids) is outside the second write's window: it went, files and all
+        assert s._ids.nbytes == 0 and s._ids.disk_bytes == (60 - 12) * 8
     finally:
         s.close()
+    assert not spill.exists()  # the run files go with the last writer of the store
 
 
 def test_least_recently_used_days_go_first() -> None:

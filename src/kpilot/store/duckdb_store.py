@@ -145,6 +145,11 @@ class EventStore:
         """Memory held by the id index of this store's file (:mod:`kpilot.store.id_index`)."""
         return self._ids.nbytes
 
+    @property
+    def id_index_disk_bytes(self) -> int:
+        """Bytes of the id index's run files (hashes of busy days past its memory budget)."""
+        return self._ids.disk_bytes
+
     # ---- reads -------------------------------------------------------------------------------------
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor for one reader thread (DuckDB cursors share the database, not the transaction)."""
@@ -514,9 +519,9 @@ class EventStore:
 class _Writer:
     """What every writing :class:`EventStore` of one database file in this process shares."""
 
-    def __init__(self, budget_bytes: int) -> None:
+    def __init__(self, path: Path, budget_bytes: int) -> None:
         self.lock = threading.Lock()
-        self.ids = IdIndex(budget_bytes)
+        self.ids = IdIndex(budget_bytes, spill_to=path.parent)
         self.users = 0
 
     @classmethod
@@ -525,7 +530,7 @@ class _Writer:
             key = path.resolve()
             shared = _WRITERS.get(key)
             if shared is None:
-                shared = _WRITERS[key] = _Writer(budget_bytes)
+                shared = _WRITERS[key] = _Writer(key, budget_bytes)
             shared.users += 1
             return shared
 
@@ -534,6 +539,7 @@ class _Writer:
             self.users -= 1
             if self.users == 0:
                 _WRITERS.pop(path.resolve(), None)
+                self.ids.close()
 
 
 _WRITERS: dict[Path, _Writer] = {}

@@ -11,9 +11,13 @@ of their timestamp, as sorted numpy arrays. An incoming event is looked up in th
 *candidate*, which the store confirms against the stored rows (same id text, timestamps within the window).
 Hash collisions and hits in the outer parts of the neighbouring days only cost that confirmation.
 
-Days are loaded from the store the first time a write touches them, and evicted least-recently-used past
-a memory budget (8 bytes per stored event; setting ``KPILOT_ID_INDEX_MB``), after which they are loaded
-again when needed. The index only ever learns of committed rows: a day is loaded inside the write's
+Days are loaded from the store the first time a write touches them. Memory is bounded by a budget (8
+bytes per hash held; setting ``KPILOT_ID_INDEX_MB``): past it, days the current write does not touch are
+dropped, least recently used first (and loaded again when needed), and if the days it does touch still
+exceed the budget, their hashes move to sorted runs in files (:mod:`kpilot.store.id_runs`), looked up
+through memory maps whose pages are handed back to the kernel after each lookup. So the process's memory
+stays flat however many events a day holds; the price is disk (8 bytes per event of the busy days) and
+page-cache reads. The index only ever learns of committed rows: a day is loaded inside the write's
 transaction before anything is inserted, and a write's ids are added after its commit.
 """
 
@@ -22,9 +26,12 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable
 from datetime import datetime, timedelta
+from pathlib import Path
 
 import duckdb
 import numpy as np
+
+from kpilot.store.id_runs import MAX_MERGED, DiskRun, SpillDir
 
 __all__ = ["DAY_US", "IdIndex", "days_of"]
 
@@ -38,60 +45,112 @@ def days_of(timestamps: np.ndarray) -> np.ndarray:
 
 
 class _Day:
-    """The sorted hash runs of one project day; runs of similar size are merged (amortised O(log n))."""
+    """The hashes of one project day: sorted runs in memory (``hot``) and in files (``cold``).
 
-    __slots__ = ("runs",)
+    Runs of similar size are merged (amortised O(log n) runs on each side)."""
+
+    __slots__ = ("cold", "hot")
 
     def __init__(self, hashes: np.ndarray) -> None:
-        self.runs: list[np.ndarray] = [np.sort(hashes)] if len(hashes) else []
+        self.hot: list[np.ndarray] = [np.sort(hashes)] if len(hashes) else []
+        self.cold: list[DiskRun] = []
 
     @property
     def nbytes(self) -> int:
-        return sum(r.nbytes for r in self.runs)
+        """Bytes held in memory."""
+        return sum(r.nbytes for r in self.hot)
+
+    @property
+    def disk_bytes(self) -> int:
+        return sum(r.nbytes for r in self.cold)
 
     def add(self, hashes: np.ndarray) -> None:
         if not len(hashes):
             return
-        self.runs.append(np.sort(hashes))
-        while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):
-            last = self.runs.pop()
-            merged = np.concatenate([self.runs.pop(), last])
+        self.hot.append(np.sort(hashes))
+        while len(self.hot) > 1 and len(self.hot[-2]) <= 2 * len(self.hot[-1]):
+            last = self.hot.pop()
+            merged = np.concatenate([self.hot.pop(), last])
             merged.sort(kind="stable")  # two sorted runs: timsort merges them in one linear pass
-            self.runs.append(merged)
+            self.hot.append(merged)
+
+    def spill(self, spill: SpillDir) -> None:
+        """Move the in-memory hashes to a run file, then merge run files of similar size."""
+        if not self.hot:
+            return
+        merged = self.hot[0] if len(self.hot) == 1 else np.sort(np.concatenate(self.hot), kind="stable")
+        self.cold.append(DiskRun.write(spill.new_file(), merged))
+        self.hot = []
+        while (
+            len(self.cold) > 1
+            and self.cold[-2].n <= 2 * self.cold[-1].n
+            and self.cold[-2].n + self.cold[-1].n <= MAX_MERGED
+        ):
+            last, before = self.cold.pop(), self.cold.pop()
+            self.cold.append(DiskRun.merge(spill.new_file(), before, last))
+            before.delete()
+            last.delete()
 
     def contains(self, sorted_hashes: np.ndarray) -> np.ndarray:
         hit = np.zeros(len(sorted_hashes), dtype=bool)
-        for run in self.runs:
+        for run in self.hot:
             at = np.searchsorted(run, sorted_hashes)
             found = at < len(run)
             found[found] = run[at[found]] == sorted_hashes[found]
             hit |= found
+        for cold in self.cold:
+            hit |= cold.contains(sorted_hashes)
+            cold.release()
         return hit
+
+    def drop(self) -> None:
+        for cold in self.cold:
+            cold.delete()
+        self.cold = []
+        self.hot = []
 
 
 class IdIndex:
-    """Stored id hashes per (project, UTC day), loaded on demand, bounded by ``budget_bytes``."""
+    """Stored id hashes per (project, UTC day), loaded on demand; ``budget_bytes`` bounds the memory held.
 
-    def __init__(self, budget_bytes: int) -> None:
+    With ``spill_to`` (a directory), hashes of the days a write needs that do not fit the budget move to run
+    files in a private directory under it; without, such days are dropped like any other and read again.
+    """
+
+    def __init__(self, budget_bytes: int, spill_to: Path | None = None) -> None:
         self.budget_bytes = budget_bytes
+        self._spill = SpillDir(spill_to) if spill_to is not None else None
         self._days: OrderedDict[tuple[int, int], _Day] = OrderedDict()
         self.loads = 0
         """Store reads made to load days (for tests and statistics)."""
 
     @property
     def nbytes(self) -> int:
-        """Bytes held (safe to read from another thread: the dict's values are copied in one C call)."""
+        """Bytes held in memory (safe to read from another thread: the dict's values are copied in one C call)."""
         return sum(d.nbytes for d in list(self._days.values()))
+
+    @property
+    def disk_bytes(self) -> int:
+        """Bytes held in run files (safe to read from another thread, like :attr:`nbytes`)."""
+        return sum(d.disk_bytes for d in list(self._days.values()))
 
     def loaded(self, project_id: int) -> list[int]:
         return sorted(day for p, day in self._days if p == project_id)
 
     def forget(self) -> None:
+        for day in self._days.values():
+            day.drop()
         self._days.clear()
 
     def forget_project(self, project_id: int) -> None:
         for key in [k for k in self._days if k[0] == project_id]:
-            del self._days[key]
+            self._days.pop(key).drop()
+
+    def close(self) -> None:
+        """Drop everything and remove the run files' directory."""
+        self.forget()
+        if self._spill is not None:
+            self._spill.remove()
 
     def candidates(
         self, cur: duckdb.DuckDBPyConnection, project_id: int, hashes: np.ndarray, days: np.ndarray
@@ -123,11 +182,16 @@ class IdIndex:
         """Record committed rows; days that are not loaded are skipped (a later load reads them)."""
         if not len(hashes):
             return
-        for day in np.unique(days):
+        touched = np.unique(days)
+        for day in touched:
             entry = self._days.get((project_id, int(day)))
             if entry is not None:
                 entry.add(hashes[days == day])
-        self._evict(keep=set())
+        self._evict(
+            keep={
+                (project_id, int(d)) for d in np.unique(np.concatenate([touched - 1, touched, touched + 1]))
+            }
+        )
 
     def _load(self, cur: duckdb.DuckDBPyConnection, project_id: int, days: Iterable[int]) -> None:
         todo = sorted(days)
@@ -150,13 +214,24 @@ class IdIndex:
             self._days[(project_id, day)] = _Day(stored[a:b])
 
     def _evict(self, keep: set[tuple[int, int]]) -> None:
+        """Get under the budget: drop days outside ``keep`` (least recently used first), then move the
+        in-memory hashes of ``keep`` days to run files (the largest first), or drop those too without."""
         total = self.nbytes
         for key in list(self._days):
             if total <= self.budget_bytes:
                 return
-            if key in keep:
+            if key in keep and self._spill is not None:
                 continue
-            total -= self._days.pop(key).nbytes
+            day = self._days.pop(key)
+            total -= day.nbytes
+            day.drop()
+        if self._spill is None:
+            return
+        for key in sorted(keep & self._days.keys(), key=lambda k: self._days[k].nbytes, reverse=True):
+            if total <= self.budget_bytes:
+                return
+            total -= self._days[key].nbytes
+            self._days[key].spill(self._spill)
 
 
 def _bound(day: int) -> datetime:
