@@ -231,6 +231,7 @@ def main() -> None:
     parser.add_argument(
         "--queue-max-events", type=int, default=None, help="the server's KPILOT_QUEUE_MAX_EVENTS"
     )
+    parser.add_argument("--id-index-mb", type=int, default=None, help="the server's KPILOT_ID_INDEX_MB")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks/results/ingest_http.json")
     parser.add_argument("--md", type=Path, default=ROOT / "benchmarks/results/ingest_http.md")
     args = parser.parse_args()
@@ -252,6 +253,8 @@ def main() -> None:
             env["KPILOT_COMMIT_MAX_EVENTS"] = str(args.commit_max_events)
         if args.queue_max_events is not None:
             env["KPILOT_QUEUE_MAX_EVENTS"] = str(args.queue_max_events)
+        if args.id_index_mb is not None:
+            env["KPILOT_ID_INDEX_MB"] = str(args.id_index_mb)
         log = (Path(tmp) / "serve.log").open("wb")
         proc = subprocess.Popen(
             [sys.executable, "-m", "kpilot", "--home", str(home), "serve", "--port", "0"],
@@ -285,6 +288,7 @@ def main() -> None:
                 c.start()
             store_memory: list[tuple[float, int]] = []
             id_index: list[tuple[float, int]] = []
+            id_index_disk: list[tuple[float, int]] = []
             backlog: list[tuple[float, int]] = []
             stored_at_warm_end: int | None = None
             while time.monotonic() < end:
@@ -299,6 +303,7 @@ def main() -> None:
                 if len(memory) % 10 == 1:
                     store_memory.append((t, int(state.get("store_memory_bytes", 0)) // 1024))
                     id_index.append((t, int(state.get("id_index_bytes", 0)) // 1024))
+                    id_index_disk.append((t, int(state.get("id_index_disk_bytes", 0)) // 1024))
                 time.sleep(1.0)
             for c in clients:
                 c.join()
@@ -366,6 +371,7 @@ def main() -> None:
             "with_workers_series_s_kib": memory_tree,
             "duckdb_buffers_series_s_kib": store_memory,
             "id_index_series_s_kib": id_index,
+            "id_index_disk_series_s_kib": id_index_disk,
         },
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -396,11 +402,17 @@ def main() -> None:
                     ("KPILOT_PREPARE_WORKERS", args.prepare_workers),
                     ("KPILOT_COMMIT_MAX_EVENTS", args.commit_max_events),
                     ("KPILOT_QUEUE_MAX_EVENTS", args.queue_max_events),
+                    ("KPILOT_ID_INDEX_MB", args.id_index_mb),
                 )
                 if v is not None
             )
             + ".\n\n"
-            if args.no_rollups or args.store_memory_limit or args.prepare_workers is not None
+            if args.no_rollups
+            or args.store_memory_limit
+            or args.prepare_workers is not None
+            or args.commit_max_events is not None
+            or args.queue_max_events is not None
+            or args.id_index_mb is not None
             else ""
         )
         + "Acknowledged means flushed to the ingestion log; *stored/s* counts events applied to the event "
@@ -414,8 +426,41 @@ def main() -> None:
         f"{lat['p90']} | {lat['p99']} | {lat['max']} | {writer['log_flushes']} | {writer['commits']} | "
         f"{rss['first']} → {rss['last']} ({rss['max']}) | "
         f"{rss['with_workers_first']} → {rss['with_workers_last']} ({rss['with_workers_max']}) |\n"
+        + memory_table(memory, store_memory, id_index, id_index_disk)
     )
     print(args.md.read_text())
+
+
+def memory_table(
+    rss: list[tuple[float, int]],
+    buffers: list[tuple[float, int]],
+    index: list[tuple[float, int]],
+    disk: list[tuple[float, int]],
+) -> str:
+    """The server's memory about once a minute: resident, DuckDB's buffers, the id index in memory and the
+    id index's run files on disk (MiB)."""
+    if not buffers:
+        return ""
+    rss_at = dict(rss)
+    lines = [
+        "",
+        "Server memory over the run (MiB; the id index's run files are on disk, not in memory):",
+        "",
+        "| s | resident | DuckDB buffers | id index | resident - buffers - id index | id index files |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    step = max(1, len(buffers) // 12)
+    picks = sorted(set(range(0, len(buffers), step)) | {len(buffers) - 1})
+    for i in picks:
+        t = buffers[i][0]
+        res, buf, idx, dsk = (
+            rss_at.get(t, 0) / 1024,
+            buffers[i][1] / 1024,
+            index[i][1] / 1024,
+            disk[i][1] / 1024,
+        )
+        lines.append(f"| {t:g} | {res:.0f} | {buf:.0f} | {idx:.0f} | {res - buf - idx:.0f} | {dsk:.0f} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

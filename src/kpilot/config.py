@@ -30,11 +30,12 @@ class Settings(BaseSettings):
         "Past it DuckDB evicts cached blocks and spills large operations to disk",
     )
     id_index_mb: int = Field(
-        default=512,
+        default=64,
         ge=0,
-        description="Memory budget (MiB) of the event store's in-memory index of stored event ids, used by "
-        "deduplication: 8 bytes per stored event of the days recent writes touched. Past it the least "
-        "recently used days are dropped and read again from the store when needed",
+        description="Memory budget (MiB) of the event store's index of stored event ids, used by "
+        "deduplication: 8 bytes per stored event of the days recent writes touched. Past it, days other "
+        "writes touched are dropped (read again from the store when needed) and the older ids of the days "
+        "the current writes touch move to files beside the store",
     )
     spark_master: str = Field(default="local[*]", description="Spark master URL for `--engine spark`")
     lake: str | None = Field(default=None, description="Lake directory or URI read by `--engine spark`")

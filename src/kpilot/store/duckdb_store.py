@@ -81,7 +81,7 @@ class EventStore:
         read_only: bool = False,
         rollups: bool = True,
         memory_limit: str | None = None,
-        id_index_mb: int = 512,
+        id_index_mb: int = 64,
     ) -> None:
         self.path = Path(path)
         self.read_only = read_only
