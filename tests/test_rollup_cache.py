@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pyroaring import BitMap
 
-from kpilot.compute import rollups
+from kpilot.compute import rollup_cache, rollups
 from kpilot.compute.engine import DuckDBEngine, run_query
-from kpilot.compute.rollups import Rollups, cached_rollups
+from kpilot.compute.rollup_cache import cached_rollups
+from kpilot.compute.rollups import Rollups
 from kpilot.compute.spec import parse_spec
-from kpilot.store import duckdb_store, rollup_store
+from kpilot.store import change_log, duckdb_store, rollup_store
 from kpilot.workspace import Workspace
 from tests.conftest import Env, ev, values
 
@@ -43,7 +44,7 @@ def _ev(i: int, who: str, event: str = "x", day: int | None = None) -> dict[str,
 
 
 def _entry(env: Env) -> Any:
-    cache = rollups._CACHES.get(env.ws.store)
+    cache = rollup_cache._CACHES.get(env.ws.store)
     return None if cache is None else cache.entries.get(env.project.id)
 
 
@@ -75,6 +76,132 @@ def test_a_merge_between_two_queries_is_seen(env: Env) -> None:
         env.query(spec)
         assert env.engine.last_source == "rollups"
     assert values(env.query(ADOPTION))[1] == 1.0  # the merged person is one active person who adopted
+
+
+def test_a_write_refreshes_only_the_days_it_touched(env: Env) -> None:
+    env.load([_ev(0, "a", day=d) for d in range(4)] + [_ev(1, "b", day=0)])
+    assert values(env.query({**DAU, "date_from": "2024-02-01", "date_to": "2024-03-31"}))[29:33] == [
+        2,
+        1,
+        1,
+        1,
+    ]
+    before = _entry(env)
+    env.load([_ev(5, "c", day=3)])  # 2024-03-04: local days 3 to 5 of March are read again, nothing else
+    assert values(env.query({**DAU, "date_from": "2024-02-01", "date_to": "2024-03-31"}))[29:33] == [
+        2,
+        1,
+        1,
+        2,
+    ]
+    after = _entry(env)
+    assert after.generation > before.generation and after.spans == before.spans
+    for day, bm in before.rollups.any_event.items():
+        if day < date(2024, 3, 3):
+            assert after.rollups.any_event[day] is bm  # kept, not read again
+    assert after.rollups.any_event[date(2024, 3, 4)] == BitMap(
+        [*before.rollups.any_event[date(2024, 3, 4)], max(after.rollups.any_event[date(2024, 3, 4)])]
+    )
+    assert after.nbytes == sum(after.sizes.values()) and set(after.sizes) == {
+        (d, None) for d in after.rollups.any_event
+    }
+
+
+def test_a_merge_is_applied_to_the_sets_held(env: Env) -> None:
+    mau = {**MAU, "date_to": "2024-03-10"}
+    env.load([_ev(0, "anon", day=0), _ev(0, "user", day=1), _ev(0, "other", day=7)])
+    assert values(env.query(mau)) == [1, 2, 2, 2, 2, 2, 2, 3, 3, 3]
+    before = _entry(env)
+    env.load(
+        [{**ev("$identify", "user", "2024-03-04T00:00:00Z", **{"$anon_distinct_id": "anon"}), "uuid": "m"}]
+    )
+    assert values(env.query(mau)) == [1, 1, 1, 1, 1, 1, 1, 2, 2, 2]  # anon and user are one person from day 1
+    after = _entry(env)
+    assert after.generation > before.generation and len(after.merges.survivor) == 1
+    march_8 = date(2024, 3, 8)  # far from the write and without the absorbed id: kept as it was
+    assert after.rollups.any_event[march_8] is before.rollups.any_event[march_8]
+
+
+def test_unknown_changes_read_everything_again(env: Env) -> None:
+    env.load([_ev(0, "a", day=0), _ev(1, "b", day=1)])
+    env.query(DAU)
+    before = _entry(env)
+    env.ws.store._shared.changes = change_log.ChangeLog(keep=2)  # remembers two commits from now on
+    for i in range(3):
+        env.load([_ev(10 + i, "c", day=3)])
+    assert values(env.query(DAU)) == [1, 1, 0, 1]
+    after = _entry(env)
+    assert after.rollups.any_event[date(2024, 3, 1)] is not before.rollups.any_event[date(2024, 3, 1)]
+    again = _entry(env)
+    env.load([_ev(20, "d", day=0)])  # one commit: known again
+    assert values(env.query(DAU)) == [2, 1, 0, 1]
+    assert _entry(env).rollups.any_event[date(2024, 3, 4)] is again.rollups.any_event[date(2024, 3, 4)]
+
+
+def test_the_change_log_knows_only_complete_runs_of_recorded_commits() -> None:
+    log = change_log.ChangeLog(keep=3)
+    known = change_log.Changes()
+    known.add(1, frozenset({10}), ((5, 6),))
+    known.add(2, frozenset({11}), ())
+    known.add(1, frozenset({12}), ((7, 8),))
+    log.record(2, known)
+    other = change_log.Changes()
+    other.add(2, frozenset({13}), ())
+    log.record(4, other)
+    assert log.since(0, 4, 1) == change_log.ProjectChange(frozenset({10, 12}), ((5, 6), (7, 8)))
+    assert log.since(0, 4, 2) == change_log.ProjectChange(frozenset({11, 13}))
+    assert log.since(2, 4, 1) == change_log.ProjectChange()
+    assert log.since(4, 4, 1) == change_log.ProjectChange()
+    assert log.since(0, 6, 1) is None  # the commit ending at 6 is not recorded (yet)
+    assert log.since(1, 4, 1) is None and log.since(4, 2, 1) is None  # not quiet generations
+    log.record(6, change_log.Changes(known=False))
+    assert log.since(0, 6, 1) is None and log.since(4, 6, 1) is None
+    log.record(8, None)
+    log.record(10, change_log.Changes())
+    assert log.since(8, 10, 1) == change_log.ProjectChange()
+    assert log.since(0, 10, 1) is None  # the first commits were forgotten (three kept)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(
+        st.one_of(
+            st.tuples(
+                st.just("events"),
+                st.lists(st.tuples(st.sampled_from("abcdef"), st.integers(0, 40)), min_size=1, max_size=4),
+            ),
+            st.tuples(st.just("merge"), st.tuples(st.sampled_from("abcdef"), st.sampled_from("abcdef"))),
+            st.tuples(st.just("compact"), st.just(None)),
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_refreshed_answers_equal_raw_events(
+    tmp_path_factory: pytest.TempPathFactory, steps: list[Any]
+) -> None:
+    """Queries between random writes (events on random days, merges, compactions): every answer, refreshed
+    or read again, equals raw events (Env.query compares)."""
+    specs = [
+        {**DAU, "date_from": "2024-02-20", "date_to": "2024-04-10"},
+        {**MAU, "date_from": "2024-03-01", "date_to": "2024-04-10"},
+        {**RETENTION, "period": "week", "intervals": 6, "date_from": "2024-02-26", "date_to": "2024-04-07"},
+    ]
+    with Workspace.init(tmp_path_factory.mktemp("ws") / "ws") as ws:
+        env = Env(ws, ws.create_project("p", "Europe/Berlin"))
+        for i, (kind, arg) in enumerate(steps):
+            if kind == "events":
+                env.load(
+                    [{**ev("x", who, (datetime(2024, 3, 1, 23, 30) + timedelta(days=d)).isoformat() + "Z"),
+                      "uuid": f"{i}-{j}"} for j, (who, d) in enumerate(arg)]
+                )  # fmt: skip
+            elif kind == "merge":
+                env.load([{**ev("$identify", arg[0], "2024-03-10T00:00:00Z", **{"$anon_distinct_id": arg[1]}),
+                           "uuid": f"m{i}"}])  # fmt: skip
+            else:
+                ws.store.compact_rollups(env.project.id)
+            for spec in specs:
+                env.query(spec)
 
 
 def test_compaction_between_queries_reads_afresh_with_the_same_answers(
@@ -139,13 +266,13 @@ def test_a_longer_range_loads_the_missing_days(env: Env) -> None:
 def test_the_cache_drops_least_recently_used_projects_past_its_budget(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(rollups, "CACHE_BYTES", 1)
+    monkeypatch.setattr(rollup_cache, "CACHE_BYTES", 1)
     other = env.other_project("other")
     env.load([_ev(0, "a")])
     other.load([_ev(0, "b"), _ev(0, "c")])
     for _ in range(2):
         assert values(env.query(DAU))[0] == 1 and values(other.query(DAU))[0] == 2
-        assert list(rollups._CACHES[env.ws.store].entries) == [other.project.id]
+        assert list(rollup_cache._CACHES[env.ws.store].entries) == [other.project.id]
 
 
 def test_queries_while_writes_commit_end_current(env: Env) -> None:

@@ -68,7 +68,7 @@ class DuckDBEngine:
             got = from_sessions(self.store, project, spec)
             self.last_source = "events" if got is None else "sessions"
             return got
-        from kpilot.compute.rollups import answer_from_store
+        from kpilot.compute.rollup_cache import answer_from_store
 
         got = answer_from_store(self.store, project.id, project.timezone, project.week_start, spec)
         self.last_source = "events" if got is None else "rollups"

@@ -22,16 +22,13 @@ adoption. Funnels, sessions and time to value need event times and always use ra
 
 :func:`build` makes an in-memory rollup from the stored events and :meth:`Rollups.add` adds a batch of (day,
 event, person) rows. The store keeps a persistent rollup per project, maintained in the same transaction as
-every write (:mod:`kpilot.store.rollup_store`); :func:`answer_from_store` loads the part of it a spec needs
-and answers from it, which is what the DuckDB engine does before it falls back to raw events. The results
-are the same JSON the engine returns.
+every write (:mod:`kpilot.store.rollup_store`); :func:`kpilot.compute.rollup_cache.answer_from_store` loads
+the part of it a spec needs and answers from it, which is what the DuckDB engine does before it falls back to
+raw events. The results are the same JSON the engine returns.
 """
 
 from __future__ import annotations
 
-import threading
-import weakref
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
@@ -49,24 +46,18 @@ from kpilot.compute.spec import (
     StickinessSpec,
     TrendsSpec,
 )
-from kpilot.store.duckdb_store import EventStore
 from kpilot.store.rollup_store import (
     bitmap_from,
     grouped,
     person_sets,
     project_sources,
-    rollup_timezone,
-    write_generation,
 )
 
 __all__ = [
-    "CACHE_BYTES",
     "Rollups",
     "answer",
-    "answer_from_store",
     "answerable",
     "build",
-    "cached_rollups",
     "load",
     "needs",
 ]
@@ -252,10 +243,10 @@ def _fetch(
     first: date,
     last: date,
     events: Iterable[str | None],
-    sizes: list[int] | None = None,
+    sizes: dict[tuple[date, str | None], int] | None = None,
 ) -> dict[tuple[date, str | None], BitMap]:
     """The stored sets of days ``first``..``last`` and ``events`` (None: any event), delta rows unioned, not
-    canonicalised; the stored size of each row is appended to ``sizes``."""
+    canonicalised; ``sizes`` receives the stored size of each set (its rows' bytes)."""
     named = sorted(e for e in events if e is not None)
     params: list[Any] = [project_id, first, last]
     clauses = ["event IS NULL"] if None in events else []
@@ -273,7 +264,7 @@ def _fetch(
     for day, event, blob in rows:
         parts.setdefault((day, event), []).append(BitMap.deserialize(blob))
         if sizes is not None:
-            sizes.append(len(blob))
+            sizes[(day, event)] = sizes.get((day, event), 0) + len(blob)
     return {k: v[0] if len(v) == 1 else BitMap.union(*v) for k, v in parts.items()}
 
 
@@ -296,181 +287,6 @@ def load(
             out.by_event[(day, event)] = bm
     _merges(cursor, project_id, out)
     return out
-
-
-# ---- the readers' cache ------------------------------------------------------------------------------------
-CACHE_BYTES = 512 * 2**20
-"""Serialized size of the sets one store's cache may hold (least recently used projects go first)."""
-
-
-@dataclass(frozen=True)
-class _Entry:
-    """What a store's cache holds for one project at one write generation; never changed once cached (a
-    query that needs more days or events caches an extended copy)."""
-
-    generation: int
-    timezone: str | None
-    """The rollup's timezone (None: the project has no rollup)."""
-    merges: Rollups
-    """Only the merges: canonicalises what is loaded later."""
-    rollups: Rollups
-    """The loaded sets, canonical (no merges left to apply)."""
-    spans: dict[str | None, tuple[date, date]]
-    """Per event (None: any event), the days loaded: every stored set of those days is in ``rollups``."""
-    nbytes: int
-
-
-class _StoreCache:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.entries: OrderedDict[int, _Entry] = OrderedDict()
-
-
-_CACHES: weakref.WeakKeyDictionary[Any, _StoreCache] = weakref.WeakKeyDictionary()
-_CACHES_LOCK = threading.Lock()
-
-
-def _new_entry(cursor: Any, project_id: int, generation: int) -> _Entry:
-    timezone = rollup_timezone(cursor, project_id)
-    merges = Rollups(project_id, timezone or "UTC")
-    if timezone is not None:
-        _merges(cursor, project_id, merges)
-    return _Entry(generation, timezone, merges, Rollups(project_id, timezone or "UTC"), {}, 0)
-
-
-def _covers(entry: _Entry, first: date, last: date, events: set[str | None]) -> bool:
-    for e in events:
-        span = entry.spans.get(e)
-        if span is None or span[0] > first or span[1] < last:
-            return False
-    return True
-
-
-def _extend(cursor: Any, entry: _Entry, first: date, last: date, events: set[str | None]) -> _Entry:
-    """``entry`` with the sets of days ``first``..``last`` and ``events`` loaded too (a new entry)."""
-    wanted: list[tuple[str | None, date, date]] = []
-    spans = dict(entry.spans)
-    for e in events:
-        span = spans.get(e)
-        if span is None:
-            wanted.append((e, first, last))
-            spans[e] = (first, last)
-            continue
-        if first < span[0]:
-            wanted.append((e, first, span[0] - timedelta(days=1)))
-        if last > span[1]:
-            wanted.append((e, span[1] + timedelta(days=1), last))
-        spans[e] = (min(first, span[0]), max(last, span[1]))
-    if not wanted:
-        return entry
-    by_event = dict(entry.rollups.by_event)
-    any_event = dict(entry.rollups.any_event)
-    sizes: list[int] = []
-    for e, lo, hi in wanted:
-        for (day, event), bm in _fetch(cursor, entry.merges.project_id, lo, hi, {e}, sizes).items():
-            if event is None:
-                any_event[day] = entry.merges.canonical(bm)
-            else:
-                by_event[(day, event)] = entry.merges.canonical(bm)
-    rollups = Rollups(entry.rollups.project_id, entry.rollups.timezone, by_event, any_event)
-    return _Entry(entry.generation, entry.timezone, entry.merges, rollups, spans, entry.nbytes + sum(sizes))
-
-
-def _read(
-    store: Any,
-    entry: _Entry | None,
-    project_id: int,
-    timezone: str,
-    generation: int,
-    span: tuple[date, date],
-    events: set[str | None],
-) -> _Entry:
-    """``entry`` (a new one when None) extended by what the query needs, read in one DuckDB transaction."""
-    cur = store.cursor()
-    local = isinstance(store, EventStore)  # a store reached through a server takes SELECTs only
-    try:
-        if local:
-            cur.execute("BEGIN TRANSACTION")
-        try:
-            got = entry or _new_entry(cur, project_id, generation)
-            if got.timezone == timezone:
-                got = _extend(cur, got, span[0], span[1], events)
-        finally:
-            if local:
-                cur.execute("COMMIT")
-    finally:
-        cur.close()
-    return got
-
-
-def cached_rollups(
-    store: Any, project_id: int, timezone: str, first: date, last: date, events: set[str | None]
-) -> Rollups | None:
-    """The canonical sets of ``project_id``'s stored rollup for days ``first``..``last`` and ``events``
-    (possibly more), or None when the project has no rollup in ``timezone``.
-
-    Served from a per-store cache of what earlier queries loaded, which is valid for one write generation of
-    the store (:func:`kpilot.store.rollup_store.write_generation`): any committed write (events, merges,
-    compaction, a rebuild) starts a new one, and the next query reads afresh. The sets of one answer always
-    come from one state of the store: a read that overlaps a commit is not cached, and while a commit is
-    under way every read is a fresh one in its own transaction.
-    """
-    if not isinstance(store, EventStore):
-        # A store reached through a running server is written by that server's process, whose write
-        # generations this process cannot see: nothing read from it is cached.
-        got = _read(store, None, project_id, timezone, -1, (first, last), events)
-        return got.rollups if got.timezone == timezone else None
-    with _CACHES_LOCK:
-        cache = _CACHES.get(store)
-        if cache is None:
-            cache = _CACHES[store] = _StoreCache()
-    span = (first, last)
-    for _ in range(3):
-        generation, quiet = write_generation(store)
-        if not quiet:
-            break
-        with cache.lock:
-            entry = cache.entries.get(project_id)
-            if entry is not None and entry.generation != generation:
-                del cache.entries[project_id]
-                entry = None
-            if entry is not None:
-                cache.entries.move_to_end(project_id)
-        if entry is not None and entry.timezone != timezone:
-            return None
-        if entry is not None and _covers(entry, first, last, events):
-            return entry.rollups
-        got = _read(store, entry, project_id, timezone, generation, span, events)
-        if write_generation(store) != (generation, True):
-            continue  # a commit overlapped the read: what it loaded may be newer than the entry
-        with cache.lock:
-            if cache.entries.get(project_id, entry) is entry:
-                cache.entries[project_id] = got
-                cache.entries.move_to_end(project_id)
-                total = sum(e.nbytes for e in cache.entries.values())
-                while total > CACHE_BYTES and len(cache.entries) > 1:
-                    _, dropped = cache.entries.popitem(last=False)
-                    total -= dropped.nbytes
-        return got.rollups if got.timezone == timezone else None
-    # writes keep coming: one consistent read, not cached
-    got = _read(store, None, project_id, timezone, -1, span, events)
-    return got.rollups if got.timezone == timezone else None
-
-
-def answer_from_store(
-    store: Any, project_id: int, timezone: str, week_start: str, spec: QuerySpec
-) -> dict[str, Any] | None:
-    """Answer ``spec`` from the store's rollup of ``project_id``, or None (no rollup, or not answerable).
-
-    ``timezone`` and ``week_start`` are the project's; the spec may override them.
-    """
-    if not answerable(spec, timezone):
-        return None
-    first, last, events = needs(spec, week_start)
-    rollups = cached_rollups(store, project_id, timezone, first, last, events)
-    if rollups is None:
-        return None
-    return answer(rollups, spec, week_start)
 
 
 def _days(first: date, last: date) -> list[date]:

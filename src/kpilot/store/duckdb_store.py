@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
 from kpilot.store import rollup_store, session_store
+from kpilot.store.change_log import ChangeLog, Changes, ProjectChange
 from kpilot.store.id_index import IdIndex, days_of
 from kpilot.store.identity import plan_identity
 from kpilot.store.schema import MIGRATIONS, SCHEMA_SQL, SCHEMA_VERSION
@@ -103,6 +104,9 @@ class EventStore:
             raise WorkspaceError(f"KPILOT_STORE_MEMORY_LIMIT {memory_limit!r} is not valid: {exc}") from exc
         self._shared: _Writer | None = None
         self._after_commit: list[Callable[[], None]] = []
+        self._changes = Changes(known=False)
+        """What the running transaction changed in rollups (:mod:`kpilot.store.change_log`)."""
+        self._staged_days: frozenset[int] = frozenset()
         if read_only:
             self._write_lock = threading.Lock()
             self._ids = IdIndex(0)
@@ -168,6 +172,7 @@ class EventStore:
         with self._write_lock:
             cur = self.conn.cursor()
             cur.execute("BEGIN TRANSACTION")
+            self._changes = changes = Changes(known=False)  # unknown unless a write says what it changed
             try:
                 yield cur
             except BaseException:
@@ -178,10 +183,16 @@ class EventStore:
                 self._sessions.forget()
                 raise
             rollup_store.commit_begins(self)  # readers' rollup caches stop trusting what they hold
+            committed = False
             try:
                 cur.execute("COMMIT")
+                committed = True
             finally:
                 rollup_store.commit_ended(self)
+                if self._shared is not None:
+                    # commits are serialised by the write lock, so the generation now is this one's
+                    generation = rollup_store.write_generation(self)[0]
+                    self._shared.changes.record(generation, changes if committed else None)
                 cur.close()
                 done, self._after_commit = self._after_commit, []
             for fn in done:
@@ -221,6 +232,7 @@ class EventStore:
         """Store a canonical event table (columns of ``_EVENT_SCHEMA``) with its identity side effects."""
         received = table.num_rows
         with self._transaction() as cur:
+            self._changes.known = True  # what follows reports what it changes in rollups
             # the id hash comes with the table (canonical_batch) or is computed here
             add_hash = "" if "uuid_hash" in table.column_names else ", md5_number_lower(uuid) AS uuid_hash"
             if pc.count_distinct(table["uuid"]).as_py() == received:  # the usual case: ids are unique
@@ -296,6 +308,7 @@ class EventStore:
             got = cur.execute("SELECT uuid_hash, timestamp FROM staged").fetchnumpy()
             hashes = np.asarray(got["uuid_hash"], dtype=np.uint64)
             days = days_of(np.asarray(got["timestamp"]))
+        self._staged_days = frozenset(int(d) for d in np.unique(days))
         ids = self._ids
         self._after_commit.append(lambda: ids.add(project_id, hashes, days))
 
@@ -425,7 +438,11 @@ class EventStore:
             # Writing without maintaining: the rollup would go stale, so it is dropped (rebuilt on demand).
             rollup_store.drop(cur, project_id)
             self._rollup_tz[project_id] = None
+            self._changes.known = False
             return
+        self._changes.add(
+            project_id, self._staged_days, tuple((int(a), int(b)) for a, b in remap.items() if a != b)
+        )
         rollup_store.add_merges(cur, project_id, remap.items())
         added = rollup_store.add_staged(cur, project_id, tz)
         deltas = self._rollup_deltas.get(project_id, 0) + added
@@ -433,6 +450,11 @@ class EventStore:
             rollup_store.compact(cur, project_id)
             deltas = 0
         self._rollup_deltas[project_id] = deltas
+
+    def rollup_changes(self, first: int, last: int, project_id: int) -> ProjectChange | None:
+        """What commits between write generations ``first`` and ``last`` changed in ``project_id``'s rollup,
+        or None when not known (:mod:`kpilot.store.change_log`)."""
+        return None if self._shared is None else self._shared.changes.since(first, last, project_id)
 
     def rollup_timezone(self, project_id: int) -> str | None:
         """The timezone of ``project_id``'s rollup, or None when it has none (queries use raw events)."""
@@ -522,6 +544,7 @@ class _Writer:
     def __init__(self, path: Path, budget_bytes: int) -> None:
         self.lock = threading.Lock()
         self.ids = IdIndex(budget_bytes, spill_to=path.parent)
+        self.changes = ChangeLog()
         self.users = 0
 
     @classmethod
