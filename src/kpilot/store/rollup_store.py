@@ -270,9 +270,21 @@ def add_staged(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -
 
 def add_merges(cur: duckdb.DuckDBPyConnection, project_id: int, remap: Iterable[tuple[int, int]]) -> None:
     """Record that each ``absorbed`` person now belongs to ``survivor``."""
-    rows = [(project_id, int(a), int(b)) for a, b in remap if a != b]
-    if rows:
-        cur.executemany("INSERT INTO rollup_merges VALUES (?, ?, ?)", rows)
+    pairs = [(int(a), int(b)) for a, b in remap if a != b]
+    if not pairs:
+        return
+    # one INSERT from an Arrow table: a batch can bring a thousand merges (executemany runs one per row)
+    cur.register(
+        "rollup_new_merges",
+        pa.table(
+            {
+                "absorbed": pa.array([a for a, _ in pairs], pa.int64()),
+                "survivor": pa.array([b for _, b in pairs], pa.int64()),
+            }
+        ),
+    )
+    cur.execute("INSERT INTO rollup_merges SELECT ?, absorbed, survivor FROM rollup_new_merges", [project_id])
+    cur.unregister("rollup_new_merges")
 
 
 def compact(cur: duckdb.DuckDBPyConnection, project_id: int) -> int:

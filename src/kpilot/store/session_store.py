@@ -952,11 +952,14 @@ def _update_days(
 
 class _SliceEdit:
     """The duration slices a write changes: only the (day, bucket) slices that lose or gain a duration are
-    read, edited and written again; the day's other slices stay as they are."""
+    read, edited and written again; the day's other slices stay as they are.
 
-    def __init__(self, edited: dict[tuple[int, int], np.ndarray], counts: dict[int, int]) -> None:
-        self.edited = edited
-        """The durations of each edited slice (stored, then as edited)."""
+    Per day, the edited slices are held as one ascending array (slices order like their values), so an edit
+    is one removal and one insertion per day, whatever the number of slices."""
+
+    def __init__(self, days: dict[int, tuple[np.ndarray, np.ndarray]], counts: dict[int, int]) -> None:
+        self.days = days
+        """Per day: the buckets edited (ascending) and the durations of those slices (stored, then edited)."""
         self.counts = counts
         """Per day, the number of durations in the slices that are not edited."""
 
@@ -970,45 +973,64 @@ class _SliceEdit:
         """The slices that ``deltas`` (per day: durations added, durations removed) touch."""
         if not deltas:
             return cls({}, {})
-        wanted = [
-            (d, int(b))
-            for d, (p_dur, m_dur) in deltas.items()
-            for b in np.union1d(value_buckets(p_dur), value_buckets(m_dur)).tolist()
-        ]
-        got = duration_slices(cur, project_id, wanted)
-        counts: dict[int, int] = dict.fromkeys(deltas, 0)
-        n = slice_counts(cur, project_id, min(deltas), max(deltas))
-        keys = set(wanted)
-        for d, b, k in zip(n["day"].tolist(), n["bucket"].tolist(), n["n"].tolist(), strict=True):
-            if d in counts and (d, b) not in keys:
-                counts[d] += int(k)
-        return cls({key: got.get(key, _NO_DURATIONS) for key in wanted}, counts)
+        wanted = {
+            d: np.union1d(value_buckets(p_dur), value_buckets(m_dur)) for d, (p_dur, m_dur) in deltas.items()
+        }
+        first, last = min(deltas), max(deltas)
+        keys = np.concatenate([_slice_key(np.full(len(b), d, np.int64), b) for d, b in wanted.items()])
+        # Every slice of the days' range by (day, bucket), the durations of the edited ones only: constant
+        # filters on the small columns, so the scan reads the blobs of the matching rows alone.
+        buckets = ", ".join(str(int(b)) for b in np.unique(np.concatenate(list(wanted.values()))).tolist())
+        table = cur.sql(
+            f"""SELECT CAST(day - DATE '1970-01-01' AS INTEGER) AS day, bucket, n,
+                       CASE WHEN bucket IN ({buckets}) THEN durations END AS durations
+                FROM session_day_durations
+                WHERE project_id = $1 AND day BETWEEN DATE '1970-01-01' + $2::INTEGER AND DATE '1970-01-01' + $3::INTEGER
+                ORDER BY day, bucket""",
+            params=[project_id, first, last],
+        ).to_arrow_table()
+        day = _np(table, "day", np.int64)
+        n = _np(table, "n", np.int64)
+        edited = np.isin(_slice_key(day, _np(table, "bucket", np.int64)), keys)
+        counts = dict.fromkeys(deltas, 0)
+        other_days, other_n = np.unique(day[~edited], return_inverse=True)
+        sums = np.bincount(other_n.ravel(), weights=n[~edited], minlength=len(other_days))
+        for d, k in zip(other_days.tolist(), sums.tolist(), strict=True):
+            if d in counts:
+                counts[d] = int(k)
+        values = _blob_values(table.column("durations").filter(pa.array(edited)))
+        e_day = day[edited]
+        ends = np.cumsum(n[edited])
+        if len(ends) and int(ends[-1]) != len(values):
+            raise AssertionError("session day aggregates out of step with the stored sessions")
+        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for d, b in wanted.items():
+            lo, hi = int(np.searchsorted(e_day, d, "left")), int(np.searchsorted(e_day, d, "right"))
+            v0 = int(ends[lo - 1]) if lo else 0
+            v1 = int(ends[hi - 1]) if hi else 0
+            out[d] = (b.astype(np.int64), values[v0:v1])
+        return cls(out, counts)
 
     def apply(self, day: int, added: np.ndarray, removed: np.ndarray) -> int:
         """Remove ``removed`` and add ``added`` (both ascending) to ``day``'s slices; returns the number of
         durations the day then holds."""
-        a_b, r_b = value_buckets(added), value_buckets(removed)
-        total = self.counts[day]
-        for d, b in self.edited:
-            if d != day:
-                continue
-            values = _remove_sorted(self.edited[(d, b)], removed[r_b == b])
-            more = added[a_b == b]
-            values = np.insert(values, np.searchsorted(values, more), more) if len(more) else values
-            self.edited[(d, b)] = values
-            total += len(values)
-        return total
+        buckets, values = self.days[day]
+        values = _remove_sorted(values, removed)
+        if len(added):
+            values = np.insert(values, np.searchsorted(values, added), added)
+        self.days[day] = (buckets, values)
+        return self.counts[day] + len(values)
 
     def write(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
-        if not self.edited:
+        if not self.days:
             return
-        keys = sorted(self.edited)
+        order = sorted(self.days)
         cur.register(
             "session_slice_keys",
             pa.table(
                 {
-                    "day": pa.array([d for d, _ in keys], pa.int32()),
-                    "bucket": pa.array([b for _, b in keys], pa.int32()),
+                    "day": pa.array(np.repeat(order, [len(self.days[d][0]) for d in order]), pa.int32()),
+                    "bucket": pa.array(np.concatenate([self.days[d][0] for d in order]), pa.int32()),
                 }
             ),
         )
@@ -1018,18 +1040,34 @@ class _SliceEdit:
             [project_id],
         )
         cur.unregister("session_slice_keys")
-        keep = [k for k in keys if len(self.edited[k])]
-        if keep:
-            values = np.concatenate([self.edited[k] for k in keep])
-            starts = np.cumsum([0] + [len(self.edited[k]) for k in keep[:-1]])
-            _insert_slices(
-                cur,
-                project_id,
-                np.array([d for d, _ in keep], np.int64),
-                np.array([b for _, b in keep], np.int64),
-                starts,
-                values,
-            )
+        values = np.concatenate([self.days[d][1] for d in order])
+        if len(values) == 0:
+            return
+        days_of = np.repeat(np.asarray(order, np.int64), [len(self.days[d][1]) for d in order])
+        bucket = value_buckets(values)
+        starts = np.flatnonzero(
+            np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
+        )
+        _insert_slices(cur, project_id, days_of[starts], bucket[starts], starts, values)
+
+
+def _slice_key(day: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """One integer per (day, bucket): buckets are the top 16 bits of a non-negative double."""
+    return (day.astype(np.int64) << 16) | bucket.astype(np.int64)
+
+
+def _blob_values(blobs: pa.ChunkedArray) -> np.ndarray:
+    """The float64 durations of ``blobs`` (non-null binary values), concatenated in order."""
+    arr = blobs.combine_chunks() if isinstance(blobs, pa.ChunkedArray) else blobs
+    if len(arr) == 0:
+        return _NO_DURATIONS
+    arr = arr.cast(pa.large_binary())
+    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
+    data = arr.buffers()[2]
+    if data is None:
+        return _NO_DURATIONS
+    raw = np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])]
+    return raw.view("<f8").astype(np.float64)
 
 
 # ---- range edges (queries) -----------------------------------------------------------------------------------
