@@ -78,30 +78,42 @@ def test_a_merge_between_two_queries_is_seen(env: Env) -> None:
     assert values(env.query(ADOPTION))[1] == 1.0  # the merged person is one active person who adopted
 
 
-def test_a_write_refreshes_only_the_days_it_touched(env: Env) -> None:
+WIDE_DAU = {**DAU, "date_from": "2024-02-01", "date_to": "2024-03-31"}
+
+
+def test_a_write_updates_the_sets_held_without_reading_the_store(
+    env: Env, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env.load([_ev(0, "a", day=d) for d in range(4)] + [_ev(1, "b", day=0)])
-    assert values(env.query({**DAU, "date_from": "2024-02-01", "date_to": "2024-03-31"}))[29:33] == [
-        2,
-        1,
-        1,
-        1,
-    ]
+    assert values(env.query(WIDE_DAU))[29:33] == [2, 1, 1, 1]
     before = _entry(env)
-    env.load([_ev(5, "c", day=3)])  # 2024-03-04: local days 3 to 5 of March are read again, nothing else
-    assert values(env.query({**DAU, "date_from": "2024-02-01", "date_to": "2024-03-31"}))[29:33] == [
-        2,
-        1,
-        1,
-        2,
-    ]
+    env.load([_ev(5, "c", day=3)])
+
+    def no_read(*_args: object, **_kw: object) -> None:
+        raise AssertionError("the store was read")
+
+    monkeypatch.setattr(rollup_cache, "_fetch", no_read)
+    assert values(env.query(WIDE_DAU))[29:33] == [2, 1, 1, 2]  # Env.query: equal to raw events
     after = _entry(env)
     assert after.generation > before.generation and after.spans == before.spans
     for day, bm in before.rollups.any_event.items():
-        if day < date(2024, 3, 3):
-            assert after.rollups.any_event[day] is bm  # kept, not read again
-    assert after.rollups.any_event[date(2024, 3, 4)] == BitMap(
-        [*before.rollups.any_event[date(2024, 3, 4)], max(after.rollups.any_event[date(2024, 3, 4)])]
-    )
+        if day != date(2024, 3, 4):
+            assert after.rollups.any_event[day] is bm
+    assert len(after.rollups.any_event[date(2024, 3, 4)]) == 2
+    assert after.nbytes == sum(after.sizes.values()) > before.nbytes
+
+
+def test_without_the_appended_sets_only_the_days_written_are_read_again(env: Env) -> None:
+    env.ws.store._shared.changes = change_log.ChangeLog(sets_bytes=0)  # type: ignore[union-attr]
+    env.load([_ev(0, "a", day=d) for d in range(4)] + [_ev(1, "b", day=0)])
+    assert values(env.query(WIDE_DAU))[29:33] == [2, 1, 1, 1]
+    before = _entry(env)
+    env.load([_ev(5, "c", day=3)])  # 2024-03-04: local days 3 to 5 of March are read again, nothing else
+    assert values(env.query(WIDE_DAU))[29:33] == [2, 1, 1, 2]
+    after = _entry(env)
+    assert after.generation > before.generation and after.spans == before.spans
+    for day, bm in before.rollups.any_event.items():
+        assert (after.rollups.any_event[day] is bm) == (day < date(2024, 3, 3))
     assert after.nbytes == sum(after.sizes.values()) and set(after.sizes) == {
         (d, None) for d in after.rollups.any_event
     }
@@ -162,8 +174,21 @@ def test_the_change_log_knows_only_complete_runs_of_recorded_commits() -> None:
     assert log.since(0, 10, 1) is None  # the first commits were forgotten (three kept)
 
 
+def test_the_change_log_forgets_the_oldest_appended_sets_past_its_budget() -> None:
+    log = change_log.ChangeLog(keep=10, sets_bytes=3 * (64 + 4 * 10))  # three sets of ten persons
+    for g in range(1, 5):
+        changes = change_log.Changes()
+        changes.add(1, frozenset({g}), (), ((g, None, BitMap(range(10 * g, 10 * g + 10))),))
+        log.record(2 * g, changes)
+    assert log.since(0, 8, 1).sets is None  # the first commit's set was forgotten
+    assert log.since(0, 8, 1).utc_days == frozenset({1, 2, 3, 4})  # its days are still known
+    assert [(d, len(p)) for d, _, p in log.since(2, 8, 1).sets] == [(2, 10), (3, 10), (4, 10)]
+    assert log.since(0, 2, 2) == change_log.ProjectChange()  # another project: nothing changed
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
+    sets_bytes=st.sampled_from([change_log.SETS_BYTES, 0, 300]),
     steps=st.lists(
         st.one_of(
             st.tuples(
@@ -175,13 +200,14 @@ def test_the_change_log_knows_only_complete_runs_of_recorded_commits() -> None:
         ),
         min_size=1,
         max_size=8,
-    )
+    ),
 )
 def test_refreshed_answers_equal_raw_events(
-    tmp_path_factory: pytest.TempPathFactory, steps: list[Any]
+    tmp_path_factory: pytest.TempPathFactory, sets_bytes: int, steps: list[Any]
 ) -> None:
-    """Queries between random writes (events on random days, merges, compactions): every answer, refreshed
-    or read again, equals raw events (Env.query compares)."""
+    """Queries between random writes (events on random days, merges, compactions): every answer, updated
+    from the appended sets, from the days read again (no sets remembered, or some) or read afresh, equals raw
+    events (Env.query compares)."""
     specs = [
         {**DAU, "date_from": "2024-02-20", "date_to": "2024-04-10"},
         {**MAU, "date_from": "2024-03-01", "date_to": "2024-04-10"},
@@ -189,6 +215,7 @@ def test_refreshed_answers_equal_raw_events(
     ]
     with Workspace.init(tmp_path_factory.mktemp("ws") / "ws") as ws:
         env = Env(ws, ws.create_project("p", "Europe/Berlin"))
+        ws.store._shared.changes = change_log.ChangeLog(sets_bytes=sets_bytes)  # type: ignore[union-attr]
         for i, (kind, arg) in enumerate(steps):
             if kind == "events":
                 env.load(

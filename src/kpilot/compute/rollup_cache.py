@@ -5,11 +5,12 @@ events. Reading and deserialising them is most of its cost, so each store keeps 
 valid for one write generation of the store (:func:`kpilot.store.rollup_store.write_generation`).
 
 When the store has committed writes since, the cache asks the writer what they changed
-(:meth:`kpilot.store.duckdb_store.EventStore.rollup_changes`): the UTC days that received events and the
-identity merges recorded. It then reads again only the sets of those days (a day either side, for the
-timezone) and applies the new merges to the sets it holds, instead of reading every set again. When that is
-not known (a rebuild, a compaction, a bulk write, or more commits than the writer remembers), everything is
-read again. Either way the sets of one answer come from one state of the store: a read that overlaps a
+(:meth:`kpilot.store.duckdb_store.EventStore.rollup_changes`): the person sets the writes appended, the
+identity merges recorded and the UTC days that received events. It applies the new merges to the sets it
+holds and unions the appended sets in, without reading the store; when the appended sets are no longer
+remembered, it reads again the sets of the days written (a day either side, for the timezone). When what
+changed is not known (a rebuild, a compaction on its own, a bulk write, or more commits than the writer
+remembers), everything is read again. Either way the sets of one answer come from one state of the store: a read that overlaps a
 commit is not cached, and while a commit is under way every read is a fresh one in its own transaction.
 """
 
@@ -26,7 +27,7 @@ from pyroaring import BitMap
 
 from kpilot.compute.rollups import Rollups, _fetch, _merges, answer, answerable, needs
 from kpilot.compute.spec import QuerySpec
-from kpilot.store.change_log import ProjectChange
+from kpilot.store.change_log import ProjectChange, Sets
 from kpilot.store.duckdb_store import EventStore
 from kpilot.store.rollup_store import rollup_timezone, write_generation
 
@@ -163,14 +164,37 @@ def _refresh(cursor: Any, entry: _Entry, generation: int, change: ProjectChange)
             by_event={k: merges.canonical(v) for k, v in rollups.by_event.items()},
             any_event={k: merges.canonical(v) for k, v in rollups.any_event.items()},
         )
+    base = _Entry(entry.generation, entry.timezone, merges, rollups, entry.spans, entry.sizes, entry.nbytes)
+    if change.sets is not None:
+        return _with_appended(base, change.sets, generation)
     # a UTC day's events fall on that local day or the one either side (no offset reaches a day)
     local = sorted({_EPOCH + timedelta(days=u + k) for u in change.utc_days for k in (-1, 0, 1)})
     read: list[tuple[str | None, date, date]] = []
     for e, (lo, hi) in entry.spans.items():
         for first, last in _runs([d for d in local if lo <= d <= hi]):
             read.append((e, first, last))
-    base = _Entry(entry.generation, entry.timezone, merges, rollups, entry.spans, entry.sizes, entry.nbytes)
     return _with_sets(base, merges, entry.spans, read, cursor, generation)
+
+
+def _with_appended(entry: _Entry, sets: Sets, generation: int) -> _Entry:
+    """``entry`` (canonical under its merges) with the sets a write appended unioned in, where it holds their
+    day and event: no store read."""
+    by_event = dict(entry.rollups.by_event)
+    any_event = dict(entry.rollups.any_event)
+    sizes = dict(entry.sizes)
+    for number, event, persons in sets:
+        day = _EPOCH + timedelta(days=number)
+        span = entry.spans.get(event)
+        if span is None or not span[0] <= day <= span[1]:
+            continue
+        add = entry.merges.canonical(persons)
+        target: dict[Any, BitMap] = any_event if event is None else by_event
+        key: Any = day if event is None else (day, event)
+        held = target.get(key)
+        target[key] = add if held is None else held | add
+        sizes[(day, event)] = sizes.get((day, event), 0) + 8 + 2 * len(persons)  # about its stored size
+    rollups = Rollups(entry.rollups.project_id, entry.rollups.timezone, by_event, any_event)
+    return _Entry(generation, entry.timezone, entry.merges, rollups, entry.spans, sizes, sum(sizes.values()))
 
 
 def _runs(days: list[date]) -> list[tuple[date, date]]:
@@ -249,11 +273,18 @@ def cached_rollups(
             return None
         if change is None and entry is not None and _covers(entry, first, last, events):
             return entry.rollups
-        got = _read(store, entry, project_id, timezone, generation, span, events, change)
+        held = entry  # what the cache holds now: replaced below only if nobody replaced it meanwhile
+        if entry is not None and change is not None and change.sets is not None:
+            # the writes' appended sets bring the entry to this generation without reading the store
+            entry, change = _refresh(None, entry, generation, change), None
+            if _covers(entry, first, last, events):
+                got = entry
+        if entry is None or entry.generation != generation or not _covers(entry, first, last, events):
+            got = _read(store, entry, project_id, timezone, generation, span, events, change)
         if write_generation(store) != (generation, True):
             continue  # a commit overlapped the read: what it loaded may be newer than the entry
         with cache.lock:
-            if cache.entries.get(project_id, entry) is entry:
+            if cache.entries.get(project_id, held) is held:
                 cache.entries[project_id] = got
                 cache.entries.move_to_end(project_id)
                 total = sum(e.nbytes for e in cache.entries.values())

@@ -440,11 +440,11 @@ class EventStore:
             self._rollup_tz[project_id] = None
             self._changes.known = False
             return
-        self._changes.add(
-            project_id, self._staged_days, tuple((int(a), int(b)) for a, b in remap.items() if a != b)
-        )
         rollup_store.add_merges(cur, project_id, remap.items())
-        added = rollup_store.add_staged(cur, project_id, tz)
+        appended: rollup_store.Sink = []
+        added = rollup_store.add_staged(cur, project_id, tz, appended)
+        merges = tuple((int(a), int(b)) for a, b in remap.items() if a != b)
+        self._changes.add(project_id, self._staged_days, merges, tuple(appended))
         deltas = self._rollup_deltas.get(project_id, 0) + added
         if deltas > COMPACT_AFTER:
             rollup_store.compact(cur, project_id)

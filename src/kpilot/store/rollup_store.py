@@ -41,6 +41,7 @@ from pyroaring import BitMap
 
 __all__ = [
     "BUILD_DAYS",
+    "Sink",
     "add_merges",
     "add_staged",
     "bitmap_from",
@@ -102,17 +103,25 @@ def person_sets(table: pa.Table) -> Iterator[tuple[int, str | None, BitMap]]:
         yield int(day[lo]), None, bitmap_from(np.unique(person[lo:hi]))
 
 
-def _append(cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table) -> int:
+Sink = list[tuple[int, str | None, BitMap]]
+"""Where a write's appended sets go as well: (local day as days since 1970-01-01, event or None, persons)."""
+
+
+def _append(
+    cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table, sink: Sink | None = None
+) -> int:
     """Append bitmaps for (day, event, person_id) rows sorted by day, event, person_id; returns rows added."""
-    return _insert_bitmaps(cur, project_id, _bitmap_rows(table))
+    return _insert_bitmaps(cur, project_id, _bitmap_rows(table, sink))
 
 
-def _bitmap_rows(table: pa.Table) -> pa.Table | None:
+def _bitmap_rows(table: pa.Table, sink: Sink | None = None) -> pa.Table | None:
     """The ``rollup_persons`` rows (without project) of (day, event, person_id) rows, or None if empty."""
     out_day: list[int] = []
     out_event: list[str | None] = []
     out_blob: list[bytes] = []
     for day, event, persons in person_sets(table):
+        if sink is not None:
+            sink.append((day, event, persons))
         out_day.append(day)
         out_event.append(event)
         out_blob.append(persons.serialize())
@@ -259,13 +268,16 @@ def pipelined(
     return written
 
 
-def add_staged(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -> int:
-    """Append the persons of the events in the temp table ``staged`` (deduplicated, ids resolved).
+def add_staged(
+    cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str, sink: Sink | None = None
+) -> int:
+    """Append the persons of the events in the temp table ``staged`` (deduplicated, ids resolved); the sets
+    appended also go to ``sink`` when given (readers' caches are told them, :mod:`kpilot.store.change_log`).
 
     The write path leaves the batch's ids and persons in the temp table ``batch_persons``, so this never
     scans the project's whole id table.
     """
-    return _append(cur, project_id, grouped(cur, "staged", "batch_persons", timezone))
+    return _append(cur, project_id, grouped(cur, "staged", "batch_persons", timezone), sink)
 
 
 def add_merges(cur: duckdb.DuckDBPyConnection, project_id: int, remap: Iterable[tuple[int, int]]) -> None:
