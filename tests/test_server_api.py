@@ -373,6 +373,7 @@ def test_health_reports_writer_counters(api: Api) -> None:
     assert body["writer"]["requests"] == 1 and body["writer"]["log_flushes"] == 1
     assert body["store_memory_bytes"] >= 0 and body["pending_events"] == 0
     assert body["id_index_bytes"] == 5 * 8  # the five stored ids' hashes, 8 bytes each
+    assert body["id_index_disk_bytes"] == 0  # far under the budget: nothing moved to run files
     assert body["ingest_log"]["applied"] == body["ingest_log"]["logged"] > 0
 
 

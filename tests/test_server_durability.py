@@ -8,6 +8,7 @@ import json
 import stat
 import subprocess
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -95,6 +96,51 @@ def test_acknowledged_events_survive_sigkill_and_query_works_while_serving(tmp_p
     direct = _cli(home, "query", str(spec_file), "--project", "alpha")
     assert direct.returncode == 0, direct.stderr
     assert direct.stdout == through_server.stdout
+
+
+def _applied(url: str) -> dict[str, object]:
+    """/health once everything acknowledged is stored."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        health = httpx.get(url + "/health").json()
+        if health["pending_events"] == 0:
+            return health  # type: ignore[no-any-return]
+        time.sleep(0.05)
+    raise AssertionError("the server did not store what it acknowledged")
+
+
+@pytest.mark.slow
+def test_retries_after_sigkill_are_deduplicated_with_the_id_index_in_run_files(tmp_path: Path) -> None:
+    """With no memory for the id index, every id the writes need lives in run files beside the store; a
+    killed server leaves them behind, the next one removes them, rebuilds what it needs from the store, and
+    client retries of acknowledged events are still dropped."""
+    home = tmp_path / "ws"
+    keys = make_workspace(home, ("alpha",))
+    env = {"KPILOT_ID_INDEX_MB": "0"}
+    first, retried = _batch(200), _batch(100)
+    server = start_proc_server(home, env=env)
+    for body in (first, retried):
+        assert httpx.post(server.url + "/v1/batch", json=body, auth=(keys["alpha"], "")).status_code == 200
+    health = _applied(server.url)
+    assert health["id_index_bytes"] == 0 and health["id_index_disk_bytes"] == 300 * 8
+    (left,) = home.glob(".kpilot-ids-*")
+    server.kill()
+    assert left.exists()
+
+    server = start_proc_server(home, env=env)
+    fresh = _batch(50)
+    for body in (retried, fresh, first):  # the client retries what it sent before the crash
+        assert httpx.post(server.url + "/v1/batch", json=body, auth=(keys["alpha"], "")).status_code == 200
+    health = _applied(server.url)
+    assert health["writer"]["events_deduplicated"] == 300  # type: ignore[index]
+    assert health["id_index_bytes"] == 0 and health["id_index_disk_bytes"] == 350 * 8
+    assert not left.exists() and len(list(home.glob(".kpilot-ids-*"))) == 1
+    assert server.terminate() in (0, -15), server.log()
+    assert not list(home.glob(".kpilot-ids-*"))  # removed with the store's last writer
+    spec = {**SPEC, "date_to": "2024-03-01"}
+    out = _cli(home, "query", "-", "--project", "alpha", stdin=json.dumps(spec))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["series"] == [{"date": "2024-03-01", "value": 350}]
 
 
 def test_serve_refuses_a_second_server_on_the_same_workspace(tmp_path: Path) -> None:

@@ -29,8 +29,9 @@ __all__ = ["KEEP", "SETS_BYTES", "ChangeLog", "Changes", "ProjectChange", "Sets"
 
 KEEP = 512
 """Commits remembered."""
-SETS_BYTES = 64 * 2**20
-"""Estimated memory of the appended sets remembered (4 bytes per person in a set)."""
+SETS_BYTES = 16 * 2**20
+"""Estimated memory of the appended sets remembered (4 bytes per person in a set). Large commits (a busy
+server's) fill it within a minute or two; small ones rarely reach it before :data:`KEEP` commits."""
 
 Sets = tuple[tuple[int, str | None, BitMap], ...]
 """Sets appended to a rollup: (local day as days since 1970-01-01, event or None for any event, persons)."""
