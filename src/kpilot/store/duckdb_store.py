@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
 from kpilot.store import rollup_store, session_store
+from kpilot.store.batch_rows import BatchRows
 from kpilot.store.change_log import ChangeLog, Changes, ProjectChange
 from kpilot.store.id_index import IdIndex, days_of
 from kpilot.store.identity import plan_identity
@@ -259,8 +260,9 @@ class EventStore:
                 [project_id],
             )
             upkeep = self.maintain_rollups and project_id not in self._bulk
-            self._maintain_rollups(cur, project_id, remap, upkeep)
-            self._sessions.maintain(cur, project_id, remap, keep=upkeep)
+            batch = BatchRows(cur)  # the batch's events and persons, read once for both upkeeps
+            self._maintain_rollups(cur, project_id, remap, upkeep, batch)
+            self._sessions.maintain(cur, project_id, remap, keep=upkeep, batch=batch)
             cur.execute("DROP TABLE IF EXISTS batch_persons")
             cur.register("batch_all", table.select(["event", "timestamp"]))
             cur.execute(
@@ -427,7 +429,12 @@ class EventStore:
 
     # ---- rollups -----------------------------------------------------------------------------------
     def _maintain_rollups(
-        self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], keep: bool
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        project_id: int,
+        remap: dict[int, int],
+        keep: bool,
+        batch: BatchRows | None = None,
     ) -> None:
         if project_id not in self._rollup_tz:
             self._rollup_tz[project_id] = rollup_store.rollup_timezone(cur, project_id)
@@ -442,7 +449,7 @@ class EventStore:
             return
         rollup_store.add_merges(cur, project_id, remap.items())
         appended: rollup_store.Sink = []
-        added = rollup_store.add_staged(cur, project_id, tz, appended)
+        added = rollup_store.add_staged(cur, project_id, tz, appended, batch)
         merges = tuple((int(a), int(b)) for a, b in remap.items() if a != b)
         self._changes.add(project_id, self._staged_days, merges, tuple(appended))
         deltas = self._rollup_deltas.get(project_id, 0) + added

@@ -39,6 +39,8 @@ import numpy as np
 import pyarrow as pa
 from pyroaring import BitMap
 
+from kpilot.store.batch_rows import BatchRows
+
 __all__ = [
     "BUILD_DAYS",
     "Sink",
@@ -84,8 +86,9 @@ def rollup_timezone(cur: duckdb.DuckDBPyConnection, project_id: int) -> str | No
 
 
 def person_sets(table: pa.Table) -> Iterator[tuple[int, str | None, BitMap]]:
-    """The sets in (day, event, person_id) rows sorted by day, event, person_id (``day`` in days since
-    1970-01-01): one per (day, event), then one per day for any event (``event`` None)."""
+    """The sets in (day, event, person_id) rows grouped by day, then event (``day`` in days since
+    1970-01-01; persons may repeat): one per (day, event), then one per day for any event (``event``
+    None)."""
     if table.num_rows == 0:
         return
     day = table.column("day").to_numpy()
@@ -110,7 +113,8 @@ Sink = list[tuple[int, str | None, BitMap]]
 def _append(
     cur: duckdb.DuckDBPyConnection, project_id: int, table: pa.Table, sink: Sink | None = None
 ) -> int:
-    """Append bitmaps for (day, event, person_id) rows sorted by day, event, person_id; returns rows added."""
+    """Append bitmaps for (day, event, person_id) rows grouped as :func:`person_sets` reads them; returns
+    rows added."""
     return _insert_bitmaps(cur, project_id, _bitmap_rows(table, sink))
 
 
@@ -269,15 +273,20 @@ def pipelined(
 
 
 def add_staged(
-    cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str, sink: Sink | None = None
+    cur: duckdb.DuckDBPyConnection,
+    project_id: int,
+    timezone: str,
+    sink: Sink | None = None,
+    rows: BatchRows | None = None,
 ) -> int:
     """Append the persons of the events in the temp table ``staged`` (deduplicated, ids resolved); the sets
     appended also go to ``sink`` when given (readers' caches are told them, :mod:`kpilot.store.change_log`).
 
     The write path leaves the batch's ids and persons in the temp table ``batch_persons``, so this never
-    scans the project's whole id table.
+    scans the project's whole id table; ``rows`` is the batch as the write read it for every upkeep
+    (read here when not given).
     """
-    return _append(cur, project_id, grouped(cur, "staged", "batch_persons", timezone), sink)
+    return _append(cur, project_id, (rows or BatchRows(cur)).grouped(timezone), sink)
 
 
 def add_merges(cur: duckdb.DuckDBPyConnection, project_id: int, remap: Iterable[tuple[int, int]]) -> None:

@@ -44,6 +44,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
+from kpilot.store.batch_rows import BatchRows
 from kpilot.store.rollup_store import bitmap_from, day_chunks, pipelined, utc_days
 
 __all__ = [
@@ -156,8 +157,14 @@ def sessionize(
     overlap = np.zeros(n, dtype=bool)
     overlap[1:] = ~first[1:] & (start[1:] < end[:-1])
     if overlap.any():
-        cm = _cummax_by_person(first, start, end)
-        overlap[1:] = ~first[1:] & (start[1:] < cm[:-1])
+        # Only persons with a composite element can have overlaps (sorted points never do): the running
+        # maximum is taken over their rows alone.
+        heads = np.flatnonzero(first)
+        sub = np.flatnonzero(np.logical_or.reduceat(end > start, heads)[np.cumsum(first) - 1])
+        s_first, s_start = first[sub], start[sub]
+        cm = _cummax_by_person(s_first, s_start, end[sub])
+        overlap[:] = False
+        overlap[sub[1:]] = ~s_first[1:] & (s_start[1:] < cm[:-1])
     grouped = bool(overlap.any())
     if grouped:
         g_idx = np.flatnonzero(~overlap)
@@ -252,7 +259,7 @@ def _output(s: Sessionized, keep: np.ndarray, events: pa.Array) -> pa.Table:
             "start_ts": _ts(s.start[keep]),
             "end_ts": _ts(s.end[keep]),
             "run_start": _ts(s.run_start[keep]),
-            "events": events.filter(pa.array(keep)),
+            "events": events if bool(keep.all()) else events.filter(pa.array(keep)),
         },
         schema=_OUT_SCHEMA,
     )
@@ -363,16 +370,16 @@ def maintain(
     remap: dict[int, int],
     params: SessionParams,
     timezone: str | None = None,
+    batch: BatchRows | None = None,
 ) -> None:
     """Bring the sessions up to date with the batch in the temp tables ``staged`` (its deduplicated events)
     and ``batch_persons`` (its distinct ids and their current persons), and the merges ``remap``
     (absorbed person -> surviving person). With ``timezone`` (the project has day aggregates in it), the
-    days whose sessions changed are brought up to date too (:func:`_update_days`)."""
+    days whose sessions changed are brought up to date too (:func:`_update_days`). ``batch`` is the batch as
+    the write read it for every upkeep (read here when not given)."""
     gap = timedelta(seconds=params.inactivity_seconds)
     merged = {int(a): int(b) for a, b in remap.items() if a != b}
-    new = cur.sql(
-        "SELECT bp.person_id, s.timestamp, s.event FROM staged s JOIN batch_persons bp USING (distinct_id)"
-    ).to_arrow_table()
+    new = (batch or BatchRows(cur)).events()
     new_ts = _us(new.column("timestamp"))
     parts: list[pa.Table] = []
     # Stored sessions the batch can change: for persons with new events, those of the runs within the
@@ -578,6 +585,46 @@ def _measure_columns(rows: pa.Table) -> tuple[np.ndarray, ...]:
         _np(rows, "run_start_us", np.int64),
         _np(rows, "end_us", np.int64),
         _np(rows, "run_seconds", np.float64),
+    )
+
+
+def _measures(cur: duckdb.DuckDBPyConnection, sessions: pa.Table, timezone: str) -> tuple[np.ndarray, ...]:
+    """What :func:`measures_sql` gives for ``sessions`` (rows of ``person_sessions``), in their order, as
+    :func:`_measure_columns` returns it, computed here: the same doubles (``epoch`` is microseconds / 1e6),
+    the same integers; only the local day of a timezone other than UTC is asked of DuckDB."""
+    start, end, run_start = (_us(sessions.column(c)) for c in ("start_ts", "end_ts", "run_start"))
+    start_s, end_s = _seconds(start), _seconds(end)
+    duration = end_s - start_s
+    events = sessions.column("events").combine_chunks()
+    flat = pc.list_flatten(events)
+    views = np.asarray(
+        pc.is_in(flat.field("event").cast(pa.string()), pa.array(DAY_PAGEVIEWS)).to_numpy(
+            zero_copy_only=False
+        )
+    )
+    parents = pc.list_parent_indices(events).to_numpy().astype(np.int64)
+    counts = flat.field("n").to_numpy(zero_copy_only=False).astype(np.int64)
+    pageviews = np.bincount(parents[views], weights=counts[views], minlength=len(start))
+    if timezone == "UTC":
+        day = np.floor_divide(start, _DAY_US)
+    else:
+        cur.register(
+            "session_starts", pa.table({"i": np.arange(len(start)), "start_ts": sessions.column("start_ts")})
+        )
+        local = f"CAST(CAST({_local('start_ts', timezone)} AS DATE) - DATE '1970-01-01' AS BIGINT)"
+        day = _np(
+            cur.sql(f"SELECT {local} AS day FROM session_starts ORDER BY i").to_arrow_table(), "day", np.int64
+        )
+        cur.unregister("session_starts")
+    return (
+        day,
+        _np(sessions, "person_id", np.int64),
+        duration,
+        end - start,
+        ((duration > DAY_ENGAGED_SECONDS) | (pageviews >= 2)).astype(np.int64),
+        run_start,
+        end,
+        end_s - _seconds(run_start),
     )
 
 
@@ -845,21 +892,16 @@ def _update_days(
     cols = ["person_id", "start_ts", "end_ts", "run_start", "events"]
     parts = []
     if removed is not None and removed.num_rows:
-        part = removed.select(["orig", *cols[1:]]).rename_columns(cols)
-        parts.append(part.append_column("sign", pa.array(np.full(part.num_rows, -1, np.int8))))
-    for t in added:
-        if t.num_rows:
-            part = t.select(cols)
-            parts.append(part.append_column("sign", pa.array(np.ones(part.num_rows, np.int8))))
+        parts.append((removed.select(["orig", *cols[1:]]).rename_columns(cols), -1))
+    parts.extend((t.select(cols), 1) for t in added if t.num_rows)
     if not parts:
         return
-    cur.register("session_delta", pa.concat_tables(parts, promote_options="permissive"))
-    rows = cur.sql(
-        measures_sql("session_delta", timezone, ", sign") + "\nORDER BY day, duration"
-    ).to_arrow_table()
-    cur.unregister("session_delta")
-    day, person, duration, duration_us, engaged, run_start, end, run_seconds = _measure_columns(rows)
-    sign = _np(rows, "sign", np.int64)
+    delta = pa.concat_tables([t for t, _ in parts], promote_options="permissive")
+    sign = np.concatenate([np.full(t.num_rows, sg, np.int64) for t, sg in parts])
+    measures = _measures(cur, delta, timezone)
+    order = np.lexsort((measures[2], measures[0]))  # by day, then duration
+    day, person, duration, duration_us, engaged, run_start, end, run_seconds = (m[order] for m in measures)
+    sign = sign[order]
     idx = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
     bounds = np.append(idx, len(day)).tolist()
     # Per day: what changes. A session deleted and written again as it was (the upkeep re-splits whole runs)
@@ -1110,7 +1152,12 @@ class Upkeep:
         self._timezone.clear()
 
     def maintain(
-        self, cur: duckdb.DuckDBPyConnection, project_id: int, remap: dict[int, int], keep: bool
+        self,
+        cur: duckdb.DuckDBPyConnection,
+        project_id: int,
+        remap: dict[int, int],
+        keep: bool,
+        batch: BatchRows | None = None,
     ) -> None:
         if project_id not in self._params:
             self._params[project_id] = params_of(cur, project_id)
@@ -1124,7 +1171,7 @@ class Upkeep:
             return
         if project_id not in self._timezone:
             self._timezone[project_id] = day_timezone(cur, project_id)
-        maintain(cur, project_id, remap, params, self._timezone[project_id])
+        maintain(cur, project_id, remap, params, self._timezone[project_id], batch)
 
     def ensure(self, cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str | None = None) -> bool:
         """Build ``project_id``'s sessions when it has none, and its day aggregates when it has none in
