@@ -98,12 +98,19 @@ def person_sets(table: pa.Table) -> Iterator[tuple[int, str | None, BitMap]]:
     code = event.indices.to_numpy()
     starts = np.flatnonzero(np.concatenate([[True], (day[1:] != day[:-1]) | (code[1:] != code[:-1])]))
     ends = np.append(starts[1:], len(day))
-    for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True):
-        yield int(day[lo]), names[int(code[lo])], bitmap_from(person[lo:hi])
-    day_starts = np.flatnonzero(np.concatenate([[True], day[1:] != day[:-1]]))
-    day_ends = np.append(day_starts[1:], len(day))
-    for lo, hi in zip(day_starts.tolist(), day_ends.tolist(), strict=True):
-        yield int(day[lo]), None, bitmap_from(np.unique(person[lo:hi]))
+    sets = [
+        (int(day[lo]), names[int(code[lo])], bitmap_from(person[lo:hi]))
+        for lo, hi in zip(starts.tolist(), ends.tolist(), strict=True)
+    ]
+    of_day: dict[int, list[BitMap]] = {}
+    for d, _, persons in sets:
+        of_day.setdefault(d, []).append(persons)
+    # a day's set for any event is the union of its event sets (made before any set is handed out)
+    any_event = [
+        (d, None, BitMap.union(*bms) if len(bms) > 1 else BitMap(bms[0])) for d, bms in of_day.items()
+    ]
+    yield from sets
+    yield from any_event
 
 
 Sink = list[tuple[int, str | None, BitMap]]
