@@ -33,6 +33,7 @@ class BatchRows:
         self._cur = cur
         self._table: pa.Table | None = None
         self._timezone: str | None = None
+        self._names: pa.DictionaryArray | None = None
 
     def events(self, timezone: str | None = None) -> pa.Table:
         """``person_id``, ``timestamp`` and ``event`` of every event of the batch (in no particular order),
@@ -44,7 +45,15 @@ class BatchRows:
                     FROM staged s JOIN batch_persons bp USING (distinct_id)"""
             ).to_arrow_table()
             self._timezone = timezone
+            self._names = None
         return self._table
+
+    def event_names(self) -> pa.DictionaryArray:
+        """The ``event`` column of :meth:`events`, dictionary-encoded (a string dictionary)."""
+        if self._names is None:
+            enc = self.events(self._timezone).column("event").combine_chunks().dictionary_encode()
+            self._names = pa.DictionaryArray.from_arrays(enc.indices, enc.dictionary.cast(pa.string()))
+        return self._names
 
     def grouped(self, timezone: str) -> pa.Table:
         """(day, event, person_id) of the events, local days in ``timezone``, grouped by day and then event
@@ -60,7 +69,7 @@ class BatchRows:
                 }
             )
         day = np.asarray(table.column("day").to_numpy(zero_copy_only=False), np.int64)
-        enc = table.column("event").combine_chunks().dictionary_encode()
+        enc = self.event_names()
         code = np.asarray(enc.indices.to_numpy(zero_copy_only=False), np.int64)
         names = max(len(enc.dictionary), 1)
         key = (day - day.min()) * names + code

@@ -243,6 +243,20 @@ def _event_lists(session_of: np.ndarray, names: pa.Array, counts: np.ndarray, n_
     return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), struct)
 
 
+def _with_names(encoded: pa.DictionaryArray, more: pa.Array) -> pa.DictionaryArray:
+    """``encoded`` (a string dictionary) followed by the strings ``more``, encoded with the same dictionary
+    (grown by the names it lacks)."""
+    if len(more) == 0:
+        return encoded
+    dictionary = encoded.dictionary
+    idx = pc.index_in(more, value_set=dictionary)
+    if idx.null_count:
+        dictionary = pa.concat_arrays([dictionary, pc.unique(more.filter(pc.is_null(idx)))])
+        idx = pc.index_in(more, value_set=dictionary)
+    indices = pa.concat_arrays([encoded.indices.cast(pa.int32()), idx.cast(pa.int32())])
+    return pa.DictionaryArray.from_arrays(indices, dictionary)
+
+
 def _ts(us: np.ndarray) -> pa.Array:
     return pa.array(us.astype("datetime64[us]"), pa.timestamp("us"))
 
@@ -379,7 +393,8 @@ def maintain(
     the write read it for every upkeep (read here when not given)."""
     gap = timedelta(seconds=params.inactivity_seconds)
     merged = {int(a): int(b) for a, b in remap.items() if a != b}
-    new = (batch or BatchRows(cur)).events()
+    batch = batch or BatchRows(cur)
+    new = batch.events()
     new_ts = _us(new.column("timestamp"))
     parts: list[pa.Table] = []
     # Stored sessions the batch can change: for persons with new events, those of the runs within the
@@ -457,9 +472,7 @@ def maintain(
         pc.list_parent_indices(stored).to_numpy().astype(np.int64) if len(stored) else np.zeros(0, np.int64)
     )
     flat = pc.list_flatten(stored)
-    names = pa.concat_arrays(
-        [new.column("event").combine_chunks().cast(pa.string()), flat.field("event").cast(pa.string())]
-    )
+    names = _with_names(batch.event_names(), flat.field("event").cast(pa.string()))
     counts = np.concatenate([np.ones(n_new, np.int64), flat.field("n").to_numpy().astype(np.int64)])
     payload_session = np.concatenate([session_of[:n_new], session_of[n_new + parents]])
     events = _event_lists(payload_session, names, counts, len(s.person))
