@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kpilot.collect.normalize import Normalized
 from kpilot.store.identity import plan_identity
+from kpilot.workspace import Workspace
 from tests.conftest import Env, ev, values
 
 DAY = {"kind": "trends", "date_from": "2024-06-01", "date_to": "2024-06-01", "math": "dau"}
@@ -133,3 +141,56 @@ def test_plan_identity_pure() -> None:
     assert plan.remap == {5: 2}
     assert plan.new_ids == {"b": 2, "n": 10}
     assert plan.next_person_id == 11
+
+
+# ---- against a plain-Python reference --------------------------------------------------------------------
+_ids = st.sampled_from([f"d{i}" for i in range(10)])
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(
+        st.lists(st.tuples(_ids, st.none() | _ids), min_size=1, max_size=8), min_size=1, max_size=5
+    )
+)
+def test_persons_are_the_components_of_every_merge_so_far(
+    tmp_path_factory: pytest.TempPathFactory, batches: list[list[tuple[str, str | None]]]
+) -> None:
+    """Batches of events, some merging their id with another (as identify/alias do): after each batch the
+    persons are exactly the connected components of all merges so far, each keeps the smallest person id
+    any of its ids ever had, and no absorbed person id is current again."""
+    with Workspace.init(tmp_path_factory.mktemp("ws") / "ws") as ws:
+        project = ws.create_project("p")
+        parent: dict[str, str] = {}
+
+        def find(x: str) -> str:
+            while parent.setdefault(x, x) != x:
+                x = parent[x]
+            return x
+
+        ever: dict[str, set[int]] = {}
+        for i, batch in enumerate(batches):
+            events = [
+                Normalized(uuid=f"{i}-{j}", event="e", distinct_id=who, timestamp=datetime(2024, 6, 1, 12),
+                           properties={}, merges=[] if other is None else [(other, who)])
+                for j, (who, other) in enumerate(batch)
+            ]  # fmt: skip
+            ws.store.write_batch(project.id, events)
+            for who, other in batch:
+                find(who)
+                if other is not None:
+                    parent[find(other)] = find(who)
+            current = dict(ws.store.fetchall("SELECT distinct_id, person_id FROM person_distinct_ids"))
+            for d, person in current.items():
+                ever.setdefault(d, set()).add(person)
+            components: dict[str, set[str]] = {}
+            for d in parent:
+                components.setdefault(find(d), set()).add(d)
+            by_person: dict[int, set[str]] = {}
+            for d, person in current.items():
+                by_person.setdefault(person, set()).add(d)
+            assert sorted(map(sorted, by_person.values())) == sorted(map(sorted, components.values()))
+            for person, members in by_person.items():
+                assert person == min(p for d in members for p in ever[d])  # the oldest person survives
+            absorbed = {r[0] for r in ws.store.fetchall("SELECT from_person FROM person_merges")}
+            assert not absorbed & set(by_person)

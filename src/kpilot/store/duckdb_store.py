@@ -330,7 +330,7 @@ class EventStore:
                SELECT DISTINCT distinct_id FROM (SELECT distinct_id FROM staged UNION ALL SELECT distinct_id FROM extra_ids)"""
         )
         cur.unregister("extra_ids")
-        # Fast path: ids never seen before and not part of any merge get a fresh person each, in SQL.
+        # Ids never seen before and not part of any merge get a fresh person each, in SQL.
         # New ids lie above every id ever absorbed by a merge too: an absorbed id is never reused, so a
         # rollup bitmap holding it means the absorbed person (see kpilot.store.rollup_store).
         next_id = cur.execute(
@@ -338,20 +338,23 @@ class EventStore:
                    (SELECT coalesce(max(person_id), 0) FROM person_distinct_ids WHERE project_id = $1),
                    (SELECT coalesce(max(from_person), 0) FROM person_merges WHERE project_id = $1)) + 1""",
             [project_id],
-        ).fetchone()[0]  # type: ignore[index]
+        ).fetchall()[0][0]
         if merges:
+            # Only the ids named by merges need planning (a union-find in Python); every other id of the
+            # batch keeps its person or gets a fresh one in the SQL pass below, like a batch without merges.
+            # Ids of an existing person that a merge absorbs follow it through the UPDATE of its person.
+            involved = sorted({d for pair in merges for d in pair})
+            cur.register("involved_ids", pa.table({"distinct_id": pa.array(involved, pa.string())}))
             existing = dict(
                 cur.execute(
                     """SELECT p.distinct_id, p.person_id FROM person_distinct_ids p
-                       JOIN batch_ids b USING (distinct_id) WHERE p.project_id = ?""",
+                       JOIN involved_ids b USING (distinct_id) WHERE p.project_id = ?""",
                     [project_id],
                 ).fetchall()
             )
-            # Other ids of the persons involved matter too: merging must see each person as one node.
-            all_ids = [
-                r[0] for r in cur.execute("SELECT distinct_id FROM batch_ids ORDER BY distinct_id").fetchall()
-            ]
-            plan = plan_identity(all_ids, merges, existing, int(next_id))
+            cur.unregister("involved_ids")
+            plan = plan_identity(involved, merges, existing, int(next_id))
+            next_id = plan.next_person_id
             if plan.new_ids:
                 cur.register(
                     "new_ids",
@@ -368,40 +371,46 @@ class EventStore:
                 )
                 cur.unregister("new_ids")
             if plan.remap:
+                # one UPDATE and one INSERT for every merge of the batch (the plan's survivors are final:
+                # no survivor is absorbed in the same plan), not one statement per merge
                 now = datetime.now(UTC).replace(tzinfo=None)
-                for old, new in plan.remap.items():
-                    cur.execute(
-                        "UPDATE person_distinct_ids SET person_id = ? WHERE project_id = ? AND person_id = ?",
-                        [new, project_id, old],
-                    )
-                    cur.execute("INSERT INTO person_merges VALUES (?, ?, ?, ?)", [project_id, old, new, now])
-                    remap[int(old)] = int(new)
-            # the batch's ids and their (final) persons, for the rollups
-            cur.execute(
-                """CREATE OR REPLACE TEMP TABLE batch_persons AS
-                   SELECT p.distinct_id, p.person_id FROM person_distinct_ids p
-                   SEMI JOIN batch_ids b USING (distinct_id) WHERE p.project_id = ?""",
-                [project_id],
-            )
-        else:
-            # One pass over the project's ids: known ones keep their person; new ones get the next ids in
-            # distinct-id order. The batch's ids and persons stay in batch_persons for the rollups.
-            cur.execute(
-                """CREATE OR REPLACE TEMP TABLE batch_persons AS
-                   SELECT b.distinct_id,
-                          coalesce(p.person_id,
-                                   $2 + row_number() OVER (PARTITION BY p.person_id IS NULL ORDER BY b.distinct_id) - 1)
-                            AS person_id,
-                          p.person_id IS NULL AS new
-                   FROM batch_ids b
-                   LEFT JOIN (SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = $1) p
-                   USING (distinct_id)""",
-                [project_id, next_id],
-            )
-            cur.execute(
-                "INSERT INTO person_distinct_ids SELECT ?, distinct_id, person_id FROM batch_persons WHERE new",
-                [project_id],
-            )
+                remap = {int(old): int(new) for old, new in plan.remap.items()}
+                cur.register(
+                    "batch_remap",
+                    pa.table(
+                        {
+                            "old": pa.array(list(remap), pa.int64()),
+                            "new": pa.array(list(remap.values()), pa.int64()),
+                        }
+                    ),
+                )
+                cur.execute(
+                    """UPDATE person_distinct_ids p SET person_id = r.new FROM batch_remap r
+                       WHERE p.project_id = ? AND p.person_id = r.old""",
+                    [project_id],
+                )
+                cur.execute(
+                    "INSERT INTO person_merges SELECT ?, old, new, ? FROM batch_remap", [project_id, now]
+                )
+                cur.unregister("batch_remap")
+        # One pass over the project's ids: known ones keep their (final) person; new ones get the next ids
+        # in distinct-id order. The batch's ids and persons stay in batch_persons for the rollups.
+        cur.execute(
+            """CREATE OR REPLACE TEMP TABLE batch_persons AS
+               SELECT b.distinct_id,
+                      coalesce(p.person_id,
+                               $2 + row_number() OVER (PARTITION BY p.person_id IS NULL ORDER BY b.distinct_id) - 1)
+                        AS person_id,
+                      p.person_id IS NULL AS new
+               FROM batch_ids b
+               LEFT JOIN (SELECT distinct_id, person_id FROM person_distinct_ids WHERE project_id = $1) p
+               USING (distinct_id)""",
+            [project_id, next_id],
+        )
+        cur.execute(
+            "INSERT INTO person_distinct_ids SELECT ?, distinct_id, person_id FROM batch_persons WHERE new",
+            [project_id],
+        )
         if prop_rows:
             cur.register(
                 "prop_rows",
