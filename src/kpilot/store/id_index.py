@@ -31,7 +31,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 
-from kpilot.store.id_runs import MAX_MERGED, DiskRun, SpillDir
+from kpilot.store.id_runs import MAX_MERGED, DiskRun, SpillDir, members
 
 __all__ = ["DAY_US", "IdIndex", "days_of"]
 
@@ -94,10 +94,7 @@ class _Day:
     def contains(self, sorted_hashes: np.ndarray) -> np.ndarray:
         hit = np.zeros(len(sorted_hashes), dtype=bool)
         for run in self.hot:
-            at = np.searchsorted(run, sorted_hashes)
-            found = at < len(run)
-            found[found] = run[at[found]] == sorted_hashes[found]
-            hit |= found
+            hit |= members(run, sorted_hashes)
         for cold in self.cold:
             hit |= cold.contains(sorted_hashes)
             cold.release()
@@ -163,7 +160,7 @@ class IdIndex:
         hit = np.zeros(len(hashes), dtype=bool)
         if not len(hashes):
             return hit
-        wanted = np.unique(np.concatenate([days - 1, days, days + 1]))
+        wanted = _around(days)
         self._load(cur, project_id, [int(d) for d in wanted if (project_id, int(d)) not in self._days])
         for day in wanted:
             key = (project_id, int(day))
@@ -187,11 +184,7 @@ class IdIndex:
             entry = self._days.get((project_id, int(day)))
             if entry is not None:
                 entry.add(hashes[days == day])
-        self._evict(
-            keep={
-                (project_id, int(d)) for d in np.unique(np.concatenate([touched - 1, touched, touched + 1]))
-            }
-        )
+        self._evict(keep={(project_id, int(d)) for d in _around(touched)})
 
     def _load(self, cur: duckdb.DuckDBPyConnection, project_id: int, days: Iterable[int]) -> None:
         todo = sorted(days)
@@ -232,6 +225,11 @@ class IdIndex:
                 return
             total -= self._days[key].nbytes
             self._days[key].spill(self._spill)
+
+
+def _around(days: np.ndarray) -> np.ndarray:
+    """The sorted distinct days a row of each of ``days`` may match: its own and the one either side."""
+    return np.unique(np.concatenate([days - 1, days, days + 1]))
 
 
 def _bound(day: int) -> datetime:

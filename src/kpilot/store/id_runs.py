@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["MAX_MERGED", "DiskRun", "SpillDir"]
+__all__ = ["MAX_MERGED", "DiskRun", "SpillDir", "members"]
 
 _CHUNK = 1 << 20
 """Hashes per chunk of a streaming merge (8 MiB)."""
@@ -34,6 +34,14 @@ MAX_MERGED = 1 << 27
 """Runs are not merged past this many hashes (1 GiB): a merge runs in the writer's thread, so this bounds
 the pause one can cause (about a second); a day past it has one more run per GiB to search instead."""
 _PREFIX = ".kpilot-ids-"
+
+
+def members(run: np.ndarray, sorted_hashes: np.ndarray) -> np.ndarray:
+    """Which of ``sorted_hashes`` are in the sorted ``run`` (an array in memory or a mapped file)."""
+    at = np.searchsorted(run, sorted_hashes)
+    found = at < len(run)
+    found[found] = run[at[found]] == sorted_hashes[found]
+    return found
 
 
 class SpillDir:
@@ -123,10 +131,7 @@ class DiskRun:
 
     def contains(self, sorted_hashes: np.ndarray) -> np.ndarray:
         """Which of ``sorted_hashes`` are in the run."""
-        at = np.searchsorted(self.values, sorted_hashes)
-        found = at < self.n
-        found[found] = self.values[at[found]] == sorted_hashes[found]
-        return found
+        return members(self.values, sorted_hashes)
 
     def release(self) -> None:
         """Hand the mapped pages back to the kernel (they stay in the page cache, not in this process)."""
