@@ -1,7 +1,7 @@
 """Bulk imports defer the rollup and session upkeep to one build at the end (docs/rollups.md, "Bulk imports").
 
 The import chooses: at least as many rows as the project holds -> build once at the end; fewer -> keep the
-rollup and sessions current batch by batch. Either way the project ends with rollups and sessions that
+rollup current batch by batch and catch the sessions up at the end (tests/test_deferred_sessions.py). Either way the project ends with rollups and sessions that
 answer exactly what raw events answer (``Env.query`` checks every answer against raw events).
 """
 
@@ -163,7 +163,9 @@ def test_another_projects_writes_keep_their_upkeep(
     _answers(env)
 
 
-@pytest.mark.parametrize(("choice", "builds"), [("incremental", 0), ("rebuild", 1), ("auto", 1)])
+@pytest.mark.parametrize(
+    ("choice", "builds"), [("incremental", 0), ("deferred", 0), ("rebuild", 1), ("auto", 1)]
+)
 def test_the_choice_can_be_forced(
     env: Env,
     tmp_path: Path,
@@ -185,6 +187,8 @@ def test_an_unknown_choice_is_refused_before_anything_is_written(
 ) -> None:
     path = _write(tmp_path / "big.jsonl", _rows(1, 1, 2, "a"))
     monkeypatch.setenv("KPILOT_IMPORT_UPKEEP", "sometimes")
-    with pytest.raises(ValueError, match="KPILOT_IMPORT_UPKEEP must be one of auto, incremental, rebuild"):
+    with pytest.raises(
+        ValueError, match="KPILOT_IMPORT_UPKEEP must be one of auto, incremental, deferred, rebuild"
+    ):
         import_events(env.ws, env.project, [path])
     assert env.ws.store.fetchall("SELECT count(*) FROM events")[0][0] == 0

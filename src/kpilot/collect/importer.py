@@ -43,7 +43,7 @@ COLUMNAR_ENV = "KPILOT_IMPORT_COLUMNAR"
 UPKEEP_ENV = "KPILOT_IMPORT_UPKEEP"
 """``auto`` (default): build the rollup and sessions once at the end when the import is at least as large as
 the project, else keep them current batch by batch; ``incremental`` or ``rebuild`` force one way."""
-UPKEEP_CHOICES = ("auto", "incremental", "rebuild")
+UPKEEP_CHOICES = ("auto", "incremental", "deferred", "rebuild")
 
 MAX_STORED_REJECTIONS = 10_000
 """Per run, at most this many rejected rows are kept with their reason (all are counted)."""
@@ -117,9 +117,12 @@ BYTES_PER_TEXT_ROW = 250
 
 @contextmanager
 def _upkeep(ws: Workspace, project: ProjectInfo, paths: Sequence[Path], formats: list[str]) -> Iterator[None]:
-    """Defer the project's rollup and session upkeep to one build at the end
-    (:meth:`~kpilot.store.duckdb_store.EventStore.bulk_upkeep`) when the import is at least as large as
-    what the project holds: one build then costs less than keeping them current batch by batch."""
+    """Choose how the import keeps the project's rollup and sessions (``KPILOT_IMPORT_UPKEEP``; ``auto`` by
+    size): an import at least as large as what the project holds defers both to one build at the end
+    (``rebuild``, :meth:`~kpilot.store.duckdb_store.EventStore.bulk_upkeep`); a smaller one keeps the
+    rollup batch by batch and catches the sessions up in one pass at the end (``deferred``,
+    :meth:`~kpilot.store.duckdb_store.EventStore.deferred_sessions`); ``incremental`` keeps both batch by
+    batch."""
     from kpilot.store.duckdb_store import EventStore
 
     choice = os.environ.get(UPKEEP_ENV, "auto").strip().lower() or "auto"
@@ -132,9 +135,11 @@ def _upkeep(ws: Workspace, project: ProjectInfo, paths: Sequence[Path], formats:
     if choice == "auto":
         incoming = sum(_estimated_rows(p, f) for p, f in zip(paths, formats, strict=True))
         stored = int(store.fetchall("SELECT count(*) FROM events WHERE project_id = ?", [project.id])[0][0])
-        if incoming < max(stored, 1):
+        choice = "deferred" if incoming < max(stored, 1) else "rebuild"
+    if choice == "deferred":
+        with store.deferred_sessions(project.id):
             yield
-            return
+        return
     with store.bulk_upkeep(project.id):
         yield
 

@@ -187,6 +187,7 @@ class EventStore:
             try:
                 cur.execute("COMMIT")
                 committed = True
+                self._sessions.committed()
             finally:
                 rollup_store.commit_ended(self)
                 if self._shared is not None:
@@ -412,6 +413,46 @@ class EventStore:
         finally:
             self._bulk.discard(project_id)
         self.ensure_rollups(project_id, timezone)
+
+    @contextmanager
+    def deferred_sessions(self, project_id: int) -> Iterator[bool]:
+        """Write ``project_id`` with its session upkeep put off until the block ends, then caught up in one
+        pass (:mod:`kpilot.store.session_pending`); its rollup is kept batch by batch as usual.
+
+        For an import smaller than the project, one pass at the end costs less than keeping the sessions
+        current batch by batch (docs/rollups.md, "Bulk imports"). Meanwhile queries read raw events for
+        session statistics. When the block ends with an error the catch-up still runs (the events written so
+        far are stored); on an interrupt the project stays marked, and the next opening of the workspace
+        rebuilds its sessions. Yields whether the upkeep is deferred (False: the project has no sessions,
+        upkeep is off, or a bulk import or another deferral holds it).
+        """
+        if self.read_only or not self.maintain_rollups or project_id in self._bulk:
+            yield False
+            return
+        with self._transaction() as cur:
+            self._changes.known = True  # the mark changes no rollup
+            params = self._sessions.defer(cur, project_id)
+        if params is None:
+            yield False
+            return
+        self._sessions.start(project_id, params)
+        try:
+            yield True
+        except Exception:
+            self._catch_up_sessions(project_id)
+            raise
+        except BaseException:
+            self._sessions.stop(project_id)
+            raise
+        self._catch_up_sessions(project_id)
+
+    def _catch_up_sessions(self, project_id: int) -> None:
+        try:
+            with self._transaction() as cur:
+                self._changes.known = True  # sessions are not part of the rollup
+                self._sessions.catch_up(cur, project_id)
+        finally:
+            self._sessions.stop(project_id)
 
     def compact_rollups(self, project_id: int) -> int:
         """Merge ``project_id``'s rollup delta rows (one row per day and event); returns keys merged."""

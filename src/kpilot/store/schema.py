@@ -4,7 +4,7 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "SCHEMA_SQL", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS kpilot_schema (version INTEGER NOT NULL);
@@ -82,6 +82,11 @@ CREATE TABLE IF NOT EXISTS person_sessions (
     run_start TIMESTAMP NOT NULL,
     events STRUCT(event VARCHAR, n INTEGER)[] NOT NULL
 );
+-- projects whose sessions lack the upkeep of some stored events (kpilot.store.session_pending)
+CREATE TABLE IF NOT EXISTS session_pending (
+    project_id INTEGER NOT NULL,
+    since TIMESTAMP NOT NULL
+);
 -- per local day (project timezone), aggregates of the sessions starting that day (kpilot.store.session_store)
 CREATE TABLE IF NOT EXISTS session_day_projects (
     project_id INTEGER NOT NULL,
@@ -133,4 +138,6 @@ UPDATE events SET uuid_hash = md5_number_lower(uuid) WHERE uuid_hash IS NULL;
     4: "SELECT 1;",
     # v5 adds the per-day session aggregates; projects get them built when the workspace opens.
     5: "SELECT 1;",
+    # v6 adds session_pending (created by SCHEMA_SQL): sessions whose upkeep an import put off.
+    6: "SELECT 1;",
 }

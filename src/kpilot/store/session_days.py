@@ -22,6 +22,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from pyroaring import BitMap
 
+from kpilot.store import duration_slices as slices
+from kpilot.store.duration_slices import duration_slices, slice_counts, value_buckets
 from kpilot.store.rollup_store import bitmap_from, day_chunks, utc_days
 
 __all__ = [
@@ -64,14 +66,6 @@ DAY_PAGEVIEWS = ("$pageview", "$screen")
 _US = 1_000_000
 _DAY_US = 86_400 * _US
 _DAY_COLUMNS = "day, sessions, duration_us, engaged, min_run_start, max_end, max_run_seconds, persons"
-_BUCKET_SHIFT = 48
-"""A day's durations are stored in slices by value: the top 16 bits of the double (sign, exponent and 4
-mantissa bits, so each slice spans 1/16 of an octave), which order like the values for durations >= 0."""
-
-
-def value_buckets(values: np.ndarray) -> np.ndarray:
-    """The storage slice of each (non-negative) duration; ascending with the value."""
-    return np.ascontiguousarray(values, np.float64).view(np.int64) >> _BUCKET_SHIFT
 
 
 @dataclass(slots=True)
@@ -216,7 +210,7 @@ def day_timezone(cur: duckdb.DuckDBPyConnection, project_id: int) -> str | None:
 def drop_days(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
     cur.execute("DELETE FROM session_day_projects WHERE project_id = ?", [project_id])
     cur.execute("DELETE FROM session_days WHERE project_id = ?", [project_id])
-    cur.execute("DELETE FROM session_day_durations WHERE project_id = ?", [project_id])
+    slices.delete_project(cur, project_id)
 
 
 def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int, Day]) -> None:
@@ -224,16 +218,7 @@ def _write_days(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int,
     sessions get none."""
     _write_day_rows(cur, project_id, days)
     keep = sorted(d for d, agg in days.items() if agg.sessions > 0)
-    if not keep:
-        return
-    # Every slice of every day at once: one buffer of all durations, cut where (day, bucket) changes.
-    values = np.concatenate([np.ascontiguousarray(days[d].durations, "<f8") for d in keep])
-    days_of = np.repeat(np.asarray(keep, np.int64), [len(days[d].durations) for d in keep])
-    bucket = value_buckets(values)
-    starts = np.flatnonzero(
-        np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
-    )
-    _insert_slices(cur, project_id, days_of[starts], bucket[starts], starts, values)
+    slices.insert_days(cur, project_id, keep, [days[d].durations for d in keep])
 
 
 def _write_day_rows(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[int, Day]) -> None:
@@ -263,37 +248,6 @@ def _write_day_rows(cur: duckdb.DuckDBPyConnection, project_id: int, days: dict[
         [project_id],
     )
     cur.unregister("session_day_rows")
-
-
-def _insert_slices(
-    cur: duckdb.DuckDBPyConnection,
-    project_id: int,
-    days: np.ndarray,
-    buckets: np.ndarray,
-    starts: np.ndarray,
-    values: np.ndarray,
-) -> None:
-    """Insert slices: slice i is (``days[i]``, ``buckets[i]``) holding ``values[starts[i]:starts[i + 1]]``."""
-    values = np.ascontiguousarray(values, "<f8")
-    offsets = np.append(starts, len(values)).astype(np.int64) * 8
-    blobs = pa.LargeBinaryArray.from_buffers(
-        pa.large_binary(), len(starts), [None, pa.py_buffer(offsets), pa.py_buffer(values.tobytes())]
-    )
-    slices = pa.table(
-        {
-            "day": pa.array(days, pa.int32()),
-            "bucket": pa.array(buckets, pa.int32()),
-            "n": pa.array(np.diff(np.append(starts, len(values))), pa.int64()),
-            "durations": blobs,
-        }
-    )
-    cur.register("session_day_slices", slices)
-    cur.execute(
-        """INSERT INTO session_day_durations
-           SELECT ?, DATE '1970-01-01' + day, bucket, n, durations FROM session_day_slices""",
-        [project_id],
-    )
-    cur.unregister("session_day_slices")
 
 
 _NO_DURATIONS = np.zeros(0, np.float64)
@@ -331,53 +285,8 @@ def load_days(
     rows = cur.execute(f"SELECT {_DAY_COLUMNS} FROM session_days WHERE {where}", [project_id, first, last])
     days = dict(_day_of(r) for r in rows.fetchall())
     if durations:
-        _fill_durations(
-            cur, days, f"SELECT * FROM session_day_durations WHERE {where}", [project_id, first, last]
-        )
+        slices.fill_durations(cur, project_id, first, last, days)
     return days
-
-
-def _fill_durations(
-    cur: duckdb.DuckDBPyConnection, days: dict[int, Day], source: str, params: list[Any]
-) -> None:
-    parts: dict[int, list[bytes]] = {}
-    for d, blob in cur.execute(
-        f"SELECT day - DATE '1970-01-01', durations FROM ({source}) ORDER BY day, bucket", params
-    ).fetchall():
-        parts.setdefault(int(d), []).append(blob)
-    for d, blobs in parts.items():
-        days[d].durations = np.frombuffer(b"".join(blobs), dtype="<f8")
-
-
-def slice_counts(
-    cur: duckdb.DuckDBPyConnection, project_id: int, first: int, last: int
-) -> dict[str, np.ndarray]:
-    """``day`` (days since 1970-01-01), ``bucket`` and ``n`` of every stored slice of days ``first``..``last``."""
-    table = cur.sql(
-        """SELECT CAST(day - DATE '1970-01-01' AS INTEGER) AS day, bucket, n FROM session_day_durations
-           WHERE project_id = $1 AND day BETWEEN DATE '1970-01-01' + $2::INTEGER AND DATE '1970-01-01' + $3::INTEGER
-           ORDER BY day, bucket""",
-        params=[project_id, first, last],
-    ).to_arrow_table()
-    return {name: table.column(name).to_numpy() for name in ("day", "bucket", "n")}
-
-
-def duration_slices(
-    cur: duckdb.DuckDBPyConnection, project_id: int, wanted: list[tuple[int, int]]
-) -> dict[tuple[int, int], np.ndarray]:
-    """The stored durations of the slices ``wanted`` (day, bucket), ascending."""
-    if not wanted:
-        return {}
-    # Constant filters on the small columns: the scan reads the blobs of the matching rows only.
-    buckets = ", ".join(str(int(b)) for b in sorted({b for _, b in wanted}))
-    rows = cur.execute(
-        f"""SELECT CAST(day - DATE '1970-01-01' AS INTEGER), bucket, durations FROM session_day_durations
-            WHERE project_id = ? AND day BETWEEN DATE '1970-01-01' + ?::INTEGER AND DATE '1970-01-01' + ?::INTEGER
-              AND bucket IN ({buckets})""",
-        [project_id, min(d for d, _ in wanted), max(d for d, _ in wanted)],
-    ).fetchall()
-    keep = set(wanted)
-    return {(int(d), int(b)): np.frombuffer(blob, dtype="<f8") for d, b, blob in rows if (d, b) in keep}
 
 
 BUILD_DAYS = 7
@@ -406,18 +315,6 @@ def build_days(cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str) -
         _write_days(cur, project_id, days)
         written += len(days)
     return written
-
-
-def _remove_sorted(values: np.ndarray, drop: np.ndarray) -> np.ndarray:
-    """``values`` (ascending) without the multiset ``drop`` (ascending, a sub-multiset of ``values``)."""
-    if len(drop) == 0:
-        return values
-    uniq, first, counts = np.unique(drop, return_index=True, return_counts=True)
-    pos = np.searchsorted(values, uniq, side="left")
-    idx = np.repeat(pos, counts) + (np.arange(len(drop)) - np.repeat(first, counts))
-    if idx.max() >= len(values) or not np.array_equal(values[idx], drop):
-        raise AssertionError("session day aggregates out of step with the stored sessions")
-    return np.delete(values, idx)
 
 
 def _same_rows(columns: list[np.ndarray], plus: np.ndarray, minus: np.ndarray) -> bool:
@@ -514,7 +411,7 @@ def apply_changes(
     )
     cur.execute(f"DELETE FROM session_days WHERE {touched}", [project_id])
     cur.unregister("session_touched")
-    slices = _SliceEdit.read(cur, project_id, {d: changes[d][:2] for d in plain})
+    edit = slices.SliceEdit(cur, project_id, sorted(plain))
     out: dict[int, Day] = {}
     for d, (p_dur, m_dur, p_persons, m_persons) in changes.items():
         agg = stored.get(d) or Day(0, 0, 0, np.zeros(0, np.float64), BitMap(), NONE, -NONE, 0.0)
@@ -535,128 +432,8 @@ def apply_changes(
                 agg.min_run_start = min(agg.min_run_start, int(run_start[sl][plus].min()))
                 agg.max_end = max(agg.max_end, int(end[sl][plus].max()))
                 agg.max_run_seconds = max(agg.max_run_seconds, float(run_seconds[sl][plus].max()))
-            if agg.sessions != slices.apply(d, p_dur, m_dur):
+            if agg.sessions != edit.change(d, p_dur, m_dur):
                 raise AssertionError("session day aggregates out of step with the stored sessions")
         out[d] = agg
     _write_day_rows(cur, project_id, out)
-    slices.write(cur, project_id)
-
-
-class _SliceEdit:
-    """The duration slices a write changes: only the (day, bucket) slices that lose or gain a duration are
-    read, edited and written again; the day's other slices stay as they are.
-
-    Per day, the edited slices are held as one ascending array (slices order like their values), so an edit
-    is one removal and one insertion per day, whatever the number of slices."""
-
-    def __init__(self, days: dict[int, tuple[np.ndarray, np.ndarray]], counts: dict[int, int]) -> None:
-        self.days = days
-        """Per day: the buckets edited (ascending) and the durations of those slices (stored, then edited)."""
-        self.counts = counts
-        """Per day, the number of durations in the slices that are not edited."""
-
-    @classmethod
-    def read(
-        cls,
-        cur: duckdb.DuckDBPyConnection,
-        project_id: int,
-        deltas: dict[int, tuple[np.ndarray, np.ndarray]],
-    ) -> _SliceEdit:
-        """The slices that ``deltas`` (per day: durations added, durations removed) touch."""
-        if not deltas:
-            return cls({}, {})
-        wanted = {
-            d: np.union1d(value_buckets(p_dur), value_buckets(m_dur)) for d, (p_dur, m_dur) in deltas.items()
-        }
-        first, last = min(deltas), max(deltas)
-        keys = np.concatenate([_slice_key(np.full(len(b), d, np.int64), b) for d, b in wanted.items()])
-        # Every slice of the days' range by (day, bucket), the durations of the edited ones only: constant
-        # filters on the small columns, so the scan reads the blobs of the matching rows alone.
-        buckets = ", ".join(str(int(b)) for b in np.unique(np.concatenate(list(wanted.values()))).tolist())
-        table = cur.sql(
-            f"""SELECT CAST(day - DATE '1970-01-01' AS INTEGER) AS day, bucket, n,
-                       CASE WHEN bucket IN ({buckets}) THEN durations END AS durations
-                FROM session_day_durations
-                WHERE project_id = $1 AND day BETWEEN DATE '1970-01-01' + $2::INTEGER AND DATE '1970-01-01' + $3::INTEGER
-                ORDER BY day, bucket""",
-            params=[project_id, first, last],
-        ).to_arrow_table()
-        day = _np(table, "day", np.int64)
-        n = _np(table, "n", np.int64)
-        edited = np.isin(_slice_key(day, _np(table, "bucket", np.int64)), keys)
-        counts = dict.fromkeys(deltas, 0)
-        other_days, other_n = np.unique(day[~edited], return_inverse=True)
-        sums = np.bincount(other_n.ravel(), weights=n[~edited], minlength=len(other_days))
-        for d, k in zip(other_days.tolist(), sums.tolist(), strict=True):
-            if d in counts:
-                counts[d] = int(k)
-        values = _blob_values(table.column("durations").filter(pa.array(edited)))
-        e_day = day[edited]
-        ends = np.cumsum(n[edited])
-        if len(ends) and int(ends[-1]) != len(values):
-            raise AssertionError("session day aggregates out of step with the stored sessions")
-        out: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        for d, b in wanted.items():
-            lo, hi = int(np.searchsorted(e_day, d, "left")), int(np.searchsorted(e_day, d, "right"))
-            v0 = int(ends[lo - 1]) if lo else 0
-            v1 = int(ends[hi - 1]) if hi else 0
-            out[d] = (b.astype(np.int64), values[v0:v1])
-        return cls(out, counts)
-
-    def apply(self, day: int, added: np.ndarray, removed: np.ndarray) -> int:
-        """Remove ``removed`` and add ``added`` (both ascending) to ``day``'s slices; returns the number of
-        durations the day then holds."""
-        buckets, values = self.days[day]
-        values = _remove_sorted(values, removed)
-        if len(added):
-            values = np.insert(values, np.searchsorted(values, added), added)
-        self.days[day] = (buckets, values)
-        return self.counts[day] + len(values)
-
-    def write(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
-        if not self.days:
-            return
-        order = sorted(self.days)
-        cur.register(
-            "session_slice_keys",
-            pa.table(
-                {
-                    "day": pa.array(np.repeat(order, [len(self.days[d][0]) for d in order]), pa.int32()),
-                    "bucket": pa.array(np.concatenate([self.days[d][0] for d in order]), pa.int32()),
-                }
-            ),
-        )
-        cur.execute(
-            """DELETE FROM session_day_durations s USING session_slice_keys k
-               WHERE s.project_id = ? AND s.day = DATE '1970-01-01' + k.day AND s.bucket = k.bucket""",
-            [project_id],
-        )
-        cur.unregister("session_slice_keys")
-        values = np.concatenate([self.days[d][1] for d in order])
-        if len(values) == 0:
-            return
-        days_of = np.repeat(np.asarray(order, np.int64), [len(self.days[d][1]) for d in order])
-        bucket = value_buckets(values)
-        starts = np.flatnonzero(
-            np.concatenate([[True], (bucket[1:] != bucket[:-1]) | (days_of[1:] != days_of[:-1])])
-        )
-        _insert_slices(cur, project_id, days_of[starts], bucket[starts], starts, values)
-
-
-def _slice_key(day: np.ndarray, bucket: np.ndarray) -> np.ndarray:
-    """One integer per (day, bucket): buckets are the top 16 bits of a non-negative double."""
-    return (day.astype(np.int64) << 16) | bucket.astype(np.int64)
-
-
-def _blob_values(blobs: pa.ChunkedArray) -> np.ndarray:
-    """The float64 durations of ``blobs`` (non-null binary values), concatenated in order."""
-    arr = blobs.combine_chunks() if isinstance(blobs, pa.ChunkedArray) else blobs
-    if len(arr) == 0:
-        return _NO_DURATIONS
-    arr = arr.cast(pa.large_binary())
-    offsets = np.frombuffer(arr.buffers()[1], np.int64)[arr.offset : arr.offset + len(arr) + 1]
-    data = arr.buffers()[2]
-    if data is None:
-        return _NO_DURATIONS
-    raw = np.frombuffer(data, np.uint8)[int(offsets[0]) : int(offsets[-1])]
-    return raw.view("<f8").astype(np.float64)
+    edit.write()

@@ -17,9 +17,9 @@ Everything here runs inside the caller's write transaction, so the sessions chan
 
 **Upkeep** (:func:`maintain`). New events of a person can only change the person's runs that come within
 the inactivity timeout of them; every other run (and so every other session) stays as it is. For each
-person of the batch the stored sessions with ``end_ts >= first new event - gap`` and
-``run_start <= last new event + gap`` (the affected runs, from the earliest such session on) are read,
-deleted, and split again together with the new events, treating each stored session as one *element*
+window of a person's new events (events at most two timeouts apart share one, :func:`_near`) the stored
+sessions with ``end_ts >= first event - gap`` and ``run_start <= last event + gap`` (the affected runs, from
+the earliest such session on) are read, deleted, and split again together with the new events, treating each stored session as one *element*
 (its events are known to chain with gaps of at most the timeout and to span at most the cap). The earliest
 element is a session start of the new stream too (nothing before it changed), so splitting from it gives
 the sessions the whole stream would. When the cap would cut *inside* a stored session (or inside two
@@ -30,7 +30,7 @@ again from raw events instead. An identity merge does the same with every stored
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import duckdb
 import numpy as np
@@ -57,6 +57,7 @@ from kpilot.store.session_days import (
     slice_counts,
     value_buckets,
 )
+from kpilot.store.session_pending import FLUSH_EVENTS, Pending, PendingRows
 
 __all__ = [
     "DAY_ENGAGED_SECONDS",
@@ -290,9 +291,12 @@ def _from_events(table: pa.Table, params: SessionParams) -> tuple[pa.Table, set[
 
 # ---- tables ---------------------------------------------------------------------------------------------------
 def params_of(cur: duckdb.DuckDBPyConnection, project_id: int) -> SessionParams | None:
-    """The splitting parameters of ``project_id``'s materialised sessions, or None when it has none."""
+    """The splitting parameters of ``project_id``'s materialised sessions, or None when it has none, or has
+    stored events whose upkeep is pending (:mod:`kpilot.store.session_pending`)."""
     rows = cur.execute(
-        "SELECT inactivity_seconds, max_seconds FROM session_projects WHERE project_id = ?", [project_id]
+        """SELECT inactivity_seconds, max_seconds FROM session_projects
+           WHERE project_id = $1 AND project_id NOT IN (SELECT project_id FROM session_pending)""",
+        [project_id],
     ).fetchall()
     return SessionParams(int(rows[0][0]), int(rows[0][1])) if rows else None
 
@@ -300,6 +304,7 @@ def params_of(cur: duckdb.DuckDBPyConnection, project_id: int) -> SessionParams 
 def drop(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
     """Remove ``project_id``'s materialised sessions: queries read raw events until they are built again."""
     cur.execute("DELETE FROM session_projects WHERE project_id = ?", [project_id])
+    cur.execute("DELETE FROM session_pending WHERE project_id = ?", [project_id])
     cur.execute("DELETE FROM person_sessions WHERE project_id = ?", [project_id])
     drop_days(cur, project_id)
 
@@ -382,14 +387,13 @@ def maintain(
     remap: dict[int, int],
     params: SessionParams,
     timezone: str | None = None,
-    batch: BatchRows | None = None,
+    batch: BatchRows | PendingRows | None = None,
 ) -> None:
     """Bring the sessions up to date with the batch in the temp tables ``staged`` (its deduplicated events)
     and ``batch_persons`` (its distinct ids and their current persons), and the merges ``remap``
     (absorbed person -> surviving person). With ``timezone`` (the project has day aggregates in it), the
     days whose sessions changed are brought up to date too (:func:`_update_days`). ``batch`` is the batch as
     the write read it for every upkeep (read here when not given)."""
-    gap = timedelta(seconds=params.inactivity_seconds)
     merged = {int(a): int(b) for a, b in remap.items() if a != b}
     batch = batch or BatchRows(cur)
     new = batch.events()
@@ -399,27 +403,27 @@ def maintain(
     # timeout of them (the constant bounds let DuckDB skip row groups); for merged persons, all of both
     # persons' sessions (under the survivor's id).
     if len(new_ts):
-        cur.register("session_new", new.select(["person_id", "timestamp"]))
+        new_person = new.column("person_id").to_numpy().astype(np.int64)
+        gap_us = params.inactivity_seconds * 1_000_000
+        cur.register("session_windows", _near(new_person, new_ts, gap_us))
         involved = [*merged, *set(merged.values())]  # read below with all their sessions
         cur.register("session_merged", pa.table({"person_id": pa.array(involved, pa.int64())}))
         # bounds as microseconds: Python's datetime cannot hold a gap before year 1 or after year 9999
-        gap_us = params.inactivity_seconds * 1_000_000
         lo, hi = int(new_ts.min()) - gap_us, int(new_ts.max()) + gap_us
-        parts.append(
-            cur.sql(
-                """SELECT m.rowid AS rid, m.person_id, m.person_id AS orig, m.start_ts, m.end_ts, m.run_start,
-                          m.events
-                   FROM person_sessions m
-                   JOIN (SELECT person_id, min(timestamp) - $2 AS lo, max(timestamp) + $2 AS hi
-                         FROM session_new GROUP BY person_id) t USING (person_id)
-                   WHERE m.project_id = $1 AND m.end_ts >= make_timestamp($3::BIGINT)
-                     AND m.run_start <= make_timestamp($4::BIGINT)
-                     AND m.end_ts >= t.lo AND m.run_start <= t.hi
-                     AND m.person_id NOT IN (SELECT person_id FROM session_merged)""",
-                params=[project_id, gap, lo, hi],
-            ).to_arrow_table()
-        )
-        cur.unregister("session_new")
+        near = cur.sql(
+            """SELECT m.rowid AS rid, m.person_id, m.person_id AS orig, m.start_ts, m.end_ts, m.run_start,
+                      m.events
+               FROM person_sessions m JOIN session_windows t USING (person_id)
+               WHERE m.project_id = $1 AND m.end_ts >= make_timestamp($2::BIGINT)
+                 AND m.run_start <= make_timestamp($3::BIGINT)
+                 AND m.end_ts >= t.lo AND m.run_start <= t.hi
+                 AND m.person_id NOT IN (SELECT person_id FROM session_merged)""",
+            params=[project_id, lo, hi],
+        ).to_arrow_table()
+        # a session near two windows of its person comes twice
+        first = np.unique(near.column("rid").to_numpy(), return_index=True)[1]
+        parts.append(near if len(first) == near.num_rows else near.take(pa.array(np.sort(first))))
+        cur.unregister("session_windows")
         cur.unregister("session_merged")
     if merged:
         survivors = sorted(set(merged.values()))
@@ -488,6 +492,22 @@ def maintain(
         _update_days(cur, project_id, timezone, old, inserted, set(merged))
 
 
+def _near(person: np.ndarray, ts: np.ndarray, gap_us: int) -> pa.Table:
+    """Windows (person_id, lo, hi) of new events such that a stored session can change only if
+    ``end_ts >= lo`` and ``run_start <= hi`` for one of its person's windows: an event at t changes the runs
+    within the timeout of it, from the session near t on (``end_ts >= t - gap``; the later sessions of a run
+    that began before ``t + gap`` may be cut differently). A person's events closer than two timeouts share
+    a window; farther apart, the sessions between them are left alone (a batch spanning weeks would
+    otherwise re-split every session of its persons in between)."""
+    order = _order(person, ts)
+    p, t = person[order], ts[order]
+    cut = np.flatnonzero(np.concatenate([[True], (p[1:] != p[:-1]) | (t[1:] - t[:-1] > 2 * gap_us)]))
+    last = np.append(cut[1:], len(t)) - 1
+    return pa.table(
+        {"person_id": pa.array(p[cut], pa.int64()), "lo": _ts(t[cut] - gap_us), "hi": _ts(t[last] + gap_us)}
+    )
+
+
 def _order(person: np.ndarray, start: np.ndarray) -> np.ndarray:
     """The permutation sorting elements by (person, start): one integer sort when both fit in 63 bits."""
     if len(person) == 0:
@@ -548,16 +568,25 @@ def edge_sessions(
 
 # ---- the store's hook -------------------------------------------------------------------------------------
 class Upkeep:
-    """What :class:`~kpilot.store.duckdb_store.EventStore` calls: keeps each project's sessions current."""
+    """What :class:`~kpilot.store.duckdb_store.EventStore` calls: keeps each project's sessions current, batch
+    by batch or, while an import defers it (:meth:`defer`), in one pass at its end."""
 
     def __init__(self) -> None:
         self._params: dict[int, SessionParams | None] = {}
         self._timezone: dict[int, str | None] = {}
+        self._pending: dict[int, tuple[SessionParams, Pending]] = {}
 
     def forget(self) -> None:
-        """Drop cached knowledge (after a rolled-back write)."""
+        """Drop cached knowledge (after a rolled-back write), and what the write added to pending upkeep."""
         self._params.clear()
         self._timezone.clear()
+        for _, pending in self._pending.values():
+            pending.rollback()
+
+    def committed(self) -> None:
+        """The write's transaction committed: what it added to pending upkeep is kept."""
+        for _, pending in self._pending.values():
+            pending.commit()
 
     def maintain(
         self,
@@ -567,23 +596,69 @@ class Upkeep:
         keep: bool,
         batch: BatchRows | None = None,
     ) -> None:
+        if project_id in self._pending and keep:
+            pending = self._pending[project_id][1]
+            pending.add((batch or BatchRows(cur)).events(), remap)
+            if pending.events >= FLUSH_EVENTS:
+                self._catch_up(cur, project_id)
+            return
         if project_id not in self._params:
             self._params[project_id] = params_of(cur, project_id)
         params = self._params[project_id]
-        if params is None:
+        if params is None and project_id not in self._pending:
             return
         if not keep:  # writing without upkeep: drop them rather than let them go stale
             drop(cur, project_id)
+            self._pending.pop(project_id, None)
             self._params[project_id] = None
             self._timezone[project_id] = None
             return
         if project_id not in self._timezone:
             self._timezone[project_id] = day_timezone(cur, project_id)
+        assert params is not None
         maintain(cur, project_id, remap, params, self._timezone[project_id], batch)
 
+    # ---- deferred upkeep (imports) ---------------------------------------------------------------------
+    def defer(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> SessionParams | None:
+        """Mark ``project_id``'s sessions as pending upkeep (in ``cur``'s transaction); returns their
+        parameters, or None when it has none (or is marked already). Call :meth:`start` once it commits."""
+        params = params_of(cur, project_id)
+        if params is None or project_id in self._pending:
+            return None
+        cur.execute(
+            "INSERT INTO session_pending VALUES (?, ?)", [project_id, datetime.now(UTC).replace(tzinfo=None)]
+        )
+        return params
+
+    def start(self, project_id: int, params: SessionParams) -> None:
+        """From now on, keep ``project_id``'s writes' events for one catch-up (:meth:`catch_up`)."""
+        self._pending[project_id] = (params, Pending())
+
+    def catch_up(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+        """Bring ``project_id``'s sessions up to date with its pending events and lift the mark (in ``cur``'s
+        transaction); call :meth:`stop` after it, whether it committed or not."""
+        if project_id in self._pending:
+            self._catch_up(cur, project_id)
+            cur.execute("DELETE FROM session_pending WHERE project_id = ?", [project_id])
+
+    def stop(self, project_id: int) -> None:
+        """Stop deferring ``project_id``'s upkeep (a mark left in the store makes the next opening rebuild)."""
+        self._pending.pop(project_id, None)
+        self._params.pop(project_id, None)
+
+    def _catch_up(self, cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
+        params, pending = self._pending[project_id]
+        rows, merged = pending.take()
+        if project_id not in self._timezone:
+            self._timezone[project_id] = day_timezone(cur, project_id)
+        maintain(cur, project_id, merged, params, self._timezone[project_id], rows)
+
     def ensure(self, cur: duckdb.DuckDBPyConnection, project_id: int, timezone: str | None = None) -> bool:
-        """Build ``project_id``'s sessions when it has none, and its day aggregates when it has none in
-        ``timezone`` (when given); True if anything was built."""
+        """Build ``project_id``'s sessions when it has none (or their upkeep was left pending by a process that
+        stopped), and its day aggregates when it has none in ``timezone`` (when given); True if anything was
+        built. Nothing is built for a project whose upkeep this store is deferring."""
+        if project_id in self._pending:
+            return False
         built = False
         if params_of(cur, project_id) is None:
             build(cur, project_id)

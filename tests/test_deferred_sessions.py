@@ -1,0 +1,171 @@
+"""An import smaller than the project keeps the rollup batch by batch and catches the sessions up in one pass
+at its end (kpilot.store.session_pending; docs/rollups.md, "Bulk imports")."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kpilot.collect.importer import import_events
+from kpilot.store import session_store
+from kpilot.workspace import Workspace
+from tests.conftest import Env, ev
+from tests.test_bulk_upkeep import SPECS, _answers, _rows, _write
+from tests.test_session_store import check
+
+
+@pytest.fixture
+def passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of new events of every session upkeep pass (batch by batch, or a catch-up)."""
+    seen: list[int] = []
+    original = session_store.maintain
+
+    def counting(
+        cur: Any, project_id: int, remap: Any, params: Any, timezone: Any = None, batch: Any = None
+    ) -> None:
+        seen.append(batch.events().num_rows if batch is not None else -1)
+        original(cur, project_id, remap, params, timezone, batch)
+
+    monkeypatch.setattr(session_store, "maintain", counting)
+    return seen
+
+
+def _pending(env: Env) -> list[tuple[Any, ...]]:
+    return env.ws.store.fetchall("SELECT project_id FROM session_pending")
+
+
+def _merging_rows(prefix: str) -> list[dict[str, Any]]:
+    """Events of stored and new persons with merges spread over the file: a chain (the new person of x1 is
+    absorbed into y1's, older, then y1's into the stored u4's) and a stored person absorbed (u2 -> u3)."""
+    rows = _rows(2, 3, 6, prefix)
+    rows += [
+        {**ev("click", "y1", "2024-03-02T07:00:00Z"), "uuid": f"{prefix}-y1"},
+        {**ev("click", "x1", "2024-03-02T07:30:00Z"), "uuid": f"{prefix}-x1"},
+        {**ev("click", "x1", "2024-03-03T08:00:00Z"), "uuid": f"{prefix}-x2"},
+        {
+            **ev("$identify", "y1", "2024-03-03T09:10:00Z", **{"$anon_distinct_id": "x1"}),
+            "uuid": f"{prefix}-i1",
+        },
+        {**ev("click", "y1", "2024-03-03T12:00:00Z"), "uuid": f"{prefix}-y2"},
+        {
+            **ev("$identify", "u4", "2024-03-04T20:20:00Z", **{"$anon_distinct_id": "y1"}),
+            "uuid": f"{prefix}-i2",
+        },
+        {
+            **ev("$identify", "u3", "2024-03-04T10:00:00Z", **{"$anon_distinct_id": "u2"}),
+            "uuid": f"{prefix}-i3",
+        },
+    ]
+    return sorted(rows, key=lambda r: r["timestamp"])
+
+
+def test_a_small_import_catches_the_sessions_up_once_at_the_end(
+    env: Env, tmp_path: Path, passes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.load(_rows(1, 7, 12, "a"))
+    stored_passes = len(passes)
+    path = _write(tmp_path / "small.jsonl", _merging_rows("b"))
+    store = env.ws.store
+    write = store.write_arrow
+    during: list[tuple[Any, ...]] = []
+
+    def looking(*args: Any, **kwargs: Any) -> Any:
+        got = write(*args, **kwargs)
+        # between two batches: sessions marked, read from raw events; the rollup still answers
+        during.append((len(_pending(env)), env.query(SPECS[2]) is not None and env.engine.last_source))
+        env.query(SPECS[0])
+        assert env.engine.last_source == "rollups"
+        return got
+
+    monkeypatch.setattr(store, "write_arrow", looking)
+    report = import_events(env.ws, env.project, [path], batch_rows=10)
+    assert report.imported == report.rows_read > 30
+    assert len(during) >= 3 and set(during) == {(1, "events")}
+    assert passes[stored_passes:] == [report.imported]  # one pass over every imported event
+    assert _pending(env) == []
+    check(env)  # sessions and day aggregates equal a rebuild, and answer what raw events do
+    _answers(env)
+
+
+def test_pending_events_past_the_limit_are_caught_up_on_the_way(
+    env: Env, tmp_path: Path, passes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session_store, "FLUSH_EVENTS", 15)
+    env.load(_rows(1, 7, 12, "a"))
+    before = len(passes)
+    path = _write(tmp_path / "small.jsonl", _merging_rows("b"))
+    report = import_events(env.ws, env.project, [path], batch_rows=10)
+    got = passes[before:]
+    assert len(got) >= 2 and all(n >= 15 for n in got[:-1]) and sum(got) == report.imported
+    check(env)
+    _answers(env)
+
+
+def test_a_failed_write_leaves_nothing_of_itself_pending(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.load(_rows(1, 7, 12, "a"))
+    path = _write(tmp_path / "small.jsonl", _merging_rows("b"))
+    upkeep = session_store.Upkeep.maintain
+    calls: list[int] = []
+
+    def failing_third(self: Any, *args: Any, **kwargs: Any) -> None:
+        upkeep(self, *args, **kwargs)  # the batch's events are added to the pending ones ...
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")  # ... and its transaction rolls back
+
+    monkeypatch.setattr(session_store.Upkeep, "maintain", failing_third)
+    with pytest.raises(OSError, match="disk full"):
+        import_events(env.ws, env.project, [path], batch_rows=10)
+    monkeypatch.undo()
+    assert _pending(env) == []  # caught up with what was stored
+    check(env)
+    _answers(env)
+
+
+def test_an_interrupted_import_leaves_the_mark_and_the_next_opening_rebuilds(
+    env: Env, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.load(_rows(1, 7, 12, "a"))
+    path = _write(tmp_path / "small.jsonl", _merging_rows("b"))
+    store = env.ws.store
+    write = store.write_arrow
+    written: list[int] = []
+
+    def interrupted_third(*args: Any, **kwargs: Any) -> Any:
+        if len(written) == 2:
+            raise KeyboardInterrupt
+        written.append(1)
+        return write(*args, **kwargs)
+
+    monkeypatch.setattr(store, "write_arrow", interrupted_third)
+    with pytest.raises(KeyboardInterrupt):
+        import_events(env.ws, env.project, [path], batch_rows=10)
+    assert _pending(env) == [(env.project.id,)]
+    env.query(SPECS[2])
+    assert env.engine.last_source == "events"  # stale sessions are not used
+    home = env.ws.home
+    env.ws.close()
+    with Workspace.open(home) as ws:
+        again = Env(ws, ws.project(env.project.name))
+        assert again.ws.store.fetchall("SELECT count(*) FROM session_pending")[0][0] == 0
+        check(again)  # rebuilt on opening
+        _answers(again)
+
+
+def test_a_project_without_sessions_is_not_deferred(env: Env) -> None:
+    store = env.ws.store
+    with store.deferred_sessions(env.project.id) as deferred:
+        assert deferred
+        with store.deferred_sessions(env.project.id) as again:
+            assert not again  # already deferred
+    cur = store.cursor()
+    try:
+        session_store.drop(cur, env.project.id)
+    finally:
+        cur.close()
+    with store.deferred_sessions(env.project.id) as deferred:
+        assert not deferred
