@@ -9,7 +9,9 @@ from typing import Any
 import pytest
 
 from kpilot.collect.importer import import_events
+from kpilot.collect.normalize import normalize
 from kpilot.store import session_store
+from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import Workspace
 from tests.conftest import Env, ev
 from tests.test_bulk_upkeep import SPECS, _answers, _rows, _write
@@ -169,3 +171,28 @@ def test_a_project_without_sessions_is_not_deferred(env: Env) -> None:
         cur.close()
     with store.deferred_sessions(env.project.id) as deferred:
         assert not deferred
+
+
+def test_writes_through_another_store_of_the_file_join_the_catch_up(
+    env: Env, passes: list[int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    env.load(_rows(1, 7, 12, "a"))
+    builds: list[int] = []
+    build = session_store.build
+    monkeypatch.setattr(session_store, "build", lambda *a, **k: builds.append(1) or build(*a, **k))
+    store = env.ws.store
+    other = EventStore(store.path)  # a second writing store of the same file in this process
+    try:
+        with store.deferred_sessions(env.project.id) as deferred:
+            assert deferred
+            before = len(passes)
+            env.load(_rows(5, 2, 3, "c"))
+            other.write_batch(env.project.id, [normalize(r) for r in _merging_rows("b")])
+            assert len(passes) == before  # pending, not kept batch by batch
+            other.ensure_rollups(env.project.id, "UTC")
+            assert builds == [] and _pending(env) == [(env.project.id,)]  # nor rebuilt meanwhile
+        assert passes[before:] == [sum(passes[before:])] and passes[-1] > 30  # one catch-up, both stores
+    finally:
+        other.close()
+    check(env)
+    _answers(env)

@@ -90,7 +90,6 @@ class EventStore:
         """Keep the rollups of projects that have one current on every write (off: they are dropped)."""
         self._rollup_tz: dict[int, str | None] = {}
         self._rollup_deltas: dict[int, int] = {}
-        self._sessions = session_store.Upkeep()
         self._bulk: set[int] = set()
         """Projects written without upkeep until their bulk write ends (:meth:`bulk_upkeep`)."""
         config: dict[str, str | bool | int | float | list[str]] = {}
@@ -116,6 +115,9 @@ class EventStore:
             self._shared = _Writer.attach(self.path, id_index_mb * 2**20)
             self._write_lock, self._ids = self._shared.lock, self._shared.ids
             self._upgrade()
+        # deferred session upkeep is shared too: a write of a deferred project through any store of the file
+        # joins the catch-up, and no store rebuilds the project's sessions meanwhile
+        self._sessions = session_store.Upkeep({} if self._shared is None else self._shared.pending)
 
     def _upgrade(self) -> None:
         """Create the schema, or bring an older store up to :data:`SCHEMA_VERSION` (one transaction each)."""
@@ -475,6 +477,7 @@ class EventStore:
             self._after_commit.append(lambda: self._ids.forget_project(project_id))
         self._rollup_tz.pop(project_id, None)
         self._rollup_deltas.pop(project_id, None)
+        self._sessions.stop(project_id)
         self._sessions.forget()
 
     def checkpoint(self) -> None:
@@ -489,6 +492,8 @@ class _Writer:
         self.lock = threading.Lock()
         self.ids = IdIndex(budget_bytes, spill_to=path.parent)
         self.changes = ChangeLog()
+        self.pending: session_store.Deferred = {}
+        """Projects whose session upkeep a write of this file defers (:meth:`EventStore.deferred_sessions`)."""
         self.users = 0
 
     @classmethod

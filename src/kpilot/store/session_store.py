@@ -64,6 +64,7 @@ __all__ = [
     "DAY_PAGEVIEWS",
     "DEFAULT",
     "Day",
+    "Deferred",
     "SessionParams",
     "Sessionized",
     "Upkeep",
@@ -566,15 +567,20 @@ def edge_sessions(
     return rows
 
 
+Deferred = dict[int, tuple[SessionParams, Pending]]
+"""Per project whose session upkeep is deferred: its parameters and pending events."""
+
+
 # ---- the store's hook -------------------------------------------------------------------------------------
 class Upkeep:
     """What :class:`~kpilot.store.duckdb_store.EventStore` calls: keeps each project's sessions current, batch
     by batch or, while an import defers it (:meth:`defer`), in one pass at its end."""
 
-    def __init__(self) -> None:
+    def __init__(self, pending: Deferred | None = None) -> None:
         self._params: dict[int, SessionParams | None] = {}
         self._timezone: dict[int, str | None] = {}
-        self._pending: dict[int, tuple[SessionParams, Pending]] = {}
+        self._pending: Deferred = {} if pending is None else pending
+        """The projects whose upkeep is deferred (shared by the stores of one file in a process)."""
 
     def forget(self) -> None:
         """Drop cached knowledge (after a rolled-back write), and what the write added to pending upkeep."""
