@@ -32,7 +32,8 @@ FLUSH_EVENTS = 2_000_000
 @dataclass(slots=True)
 class _Part:
     events: pa.Table
-    """person_id, timestamp, event of one write's events (persons as that write left them)."""
+    """person_id, timestamp, event of one write's events (persons as that write left them; names
+    dictionary-encoded, as the write's upkeep encoded them)."""
     merges: dict[int, int]
     """That write's merges: absorbed person -> surviving person."""
     committed: bool = False
@@ -51,7 +52,8 @@ class PendingRows:
 
     def event_names(self) -> pa.DictionaryArray:
         if self._names is None:
-            enc = self._events.column("event").combine_chunks().dictionary_encode()
+            # the writes' dictionaries made one: a small table per write, not a pass over the names
+            enc = self._events.column("event").unify_dictionaries().combine_chunks()
             self._names = pa.DictionaryArray.from_arrays(enc.indices, enc.dictionary.cast(pa.string()))
         return self._names
 
@@ -68,13 +70,12 @@ class Pending:
     def events(self) -> int:
         return sum(p.events.num_rows for p in self.parts)
 
-    def add(self, events: pa.Table, merges: dict[int, int]) -> None:
-        self.parts.append(
-            _Part(
-                events.select(["person_id", "timestamp", "event"]),
-                {int(a): int(b) for a, b in merges.items() if a != b},
-            )
+    def add(self, events: pa.Table, names: pa.DictionaryArray, merges: dict[int, int]) -> None:
+        """Keep a write's ``events`` (person_id, timestamp), their ``names`` and its ``merges``."""
+        table = pa.table(
+            {"person_id": events.column("person_id"), "timestamp": events.column("timestamp"), "event": names}
         )
+        self.parts.append(_Part(table, {int(a): int(b) for a, b in merges.items() if a != b}))
 
     def take(self) -> tuple[PendingRows, dict[int, int]]:
         """Every pending event, with persons as they are now, and the merges since the last catch-up
@@ -128,6 +129,6 @@ def _empty() -> pa.Table:
         {
             "person_id": pa.array([], pa.int64()),
             "timestamp": pa.array([], pa.timestamp("us")),
-            "event": pa.array([], pa.string()),
+            "event": pa.array([], pa.string()).dictionary_encode(),
         }
     )

@@ -231,7 +231,7 @@ def _event_lists(session_of: np.ndarray, names: pa.Array, counts: np.ndarray, n_
     nd = max(len(enc.dictionary), 1)
     key = session_of.astype(np.int64) * nd + codes
     weights = counts.astype(np.float64)  # exact: counts are far below 2**53
-    if n_sessions * nd <= max(4 * len(key), 1 << 20):  # few enough keys: count them in place, no sort
+    if n_sessions * nd <= min(max(8 * len(key), 1 << 20), 1 << 24):  # few keys: count them in place, no sort
         by_key = np.bincount(key, weights=weights, minlength=n_sessions * nd)
         uniq = np.flatnonzero(by_key)
         sums = by_key[uniq].astype(np.int32)
@@ -403,10 +403,11 @@ def maintain(
     # Stored sessions the batch can change: for persons with new events, those of the runs within the
     # timeout of them (the constant bounds let DuckDB skip row groups); for merged persons, all of both
     # persons' sessions (under the survivor's id).
+    new_person = new.column("person_id").to_numpy().astype(np.int64)
+    new_order = _order(new_person, new_ts)
     if len(new_ts):
-        new_person = new.column("person_id").to_numpy().astype(np.int64)
         gap_us = params.inactivity_seconds * 1_000_000
-        cur.register("session_windows", _near(new_person, new_ts, gap_us))
+        cur.register("session_windows", _near(new_person[new_order], new_ts[new_order], gap_us))
         involved = [*merged, *set(merged.values())]  # read below with all their sessions
         cur.register("session_merged", pa.table({"person_id": pa.array(involved, pa.int64())}))
         # bounds as microseconds: Python's datetime cannot hold a gap before year 1 or after year 9999
@@ -456,16 +457,11 @@ def maintain(
         return
     # Elements: the new events (points) and the stored sessions (composites), sorted.
     n_new = new.num_rows
-    person = np.concatenate(
-        [
-            new.column("person_id").to_numpy().astype(np.int64),
-            old.column("person_id").to_numpy().astype(np.int64),
-        ]
-    )
+    person = np.concatenate([new_person, old.column("person_id").to_numpy().astype(np.int64)])
     start = np.concatenate([new_ts, micros_of(old.column("start_ts"))])
     end = np.concatenate([new_ts, micros_of(old.column("end_ts"))])
     hint = np.concatenate([np.full(n_new, NONE, np.int64), micros_of(old.column("run_start"))])
-    order = _order(person, start)
+    order = _merged_order(person, start, new_order)
     s = sessionize(person[order], start[order], end[order], hint[order], params)
     session_of = np.empty(len(order), dtype=np.int64)
     session_of[order] = s.of_element
@@ -493,15 +489,13 @@ def maintain(
         _update_days(cur, project_id, timezone, old, inserted, set(merged))
 
 
-def _near(person: np.ndarray, ts: np.ndarray, gap_us: int) -> pa.Table:
-    """Windows (person_id, lo, hi) of new events such that a stored session can change only if
+def _near(p: np.ndarray, t: np.ndarray, gap_us: int) -> pa.Table:
+    """Windows (person_id, lo, hi) of new events (persons ``p``, times ``t``, sorted) such that a stored session can change only if
     ``end_ts >= lo`` and ``run_start <= hi`` for one of its person's windows: an event at t changes the runs
     within the timeout of it, from the session near t on (``end_ts >= t - gap``; the later sessions of a run
     that began before ``t + gap`` may be cut differently). A person's events closer than two timeouts share
     a window; farther apart, the sessions between them are left alone (a batch spanning weeks would
     otherwise re-split every session of its persons in between)."""
-    order = _order(person, ts)
-    p, t = person[order], ts[order]
     cut = np.flatnonzero(np.concatenate([[True], (p[1:] != p[:-1]) | (t[1:] - t[:-1] > 2 * gap_us)]))
     last = np.append(cut[1:], len(t)) - 1
     return pa.table(
@@ -518,6 +512,26 @@ def _order(person: np.ndarray, start: np.ndarray) -> np.ndarray:
     if int(person.min()) >= 0 and int(person.max()).bit_length() + bits <= 62:
         return np.argsort((person << bits) | (start - t0))
     return np.lexsort((start, person))
+
+
+def _merged_order(person: np.ndarray, start: np.ndarray, new_order: np.ndarray) -> np.ndarray:
+    """:func:`_order` of elements whose first ``len(new_order)`` (new events) are sorted by ``new_order``: the
+    others (stored sessions, usually far fewer) are sorted and merged in, after new events with the same
+    person and start (which end no later)."""
+    n_new = len(new_order)
+    if len(person) == n_new:
+        return new_order
+    t0 = int(start.min())
+    bits = (int(start.max()) - t0).bit_length()
+    if (
+        (len(person) - n_new) * 8 > len(person)
+        or int(person.min()) < 0
+        or int(person.max()).bit_length() + bits > 62
+    ):
+        return _order(person, start)
+    key = (person << bits) | (start - t0)
+    old_order = n_new + np.argsort(key[n_new:])
+    return np.insert(new_order, np.searchsorted(key[new_order], key[old_order], side="right"), old_order)
 
 
 def _windows(person: np.ndarray, start: np.ndarray, end: np.ndarray, hint: np.ndarray) -> pa.Table:
@@ -604,7 +618,8 @@ class Upkeep:
     ) -> None:
         if project_id in self._pending and keep:
             pending = self._pending[project_id][1]
-            pending.add((batch or BatchRows(cur)).events(), remap)
+            batch = batch or BatchRows(cur)
+            pending.add(batch.events(), batch.event_names(), remap)
             if pending.events >= FLUSH_EVENTS:
                 self._catch_up(cur, project_id)
             return
