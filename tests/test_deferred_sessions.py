@@ -10,7 +10,7 @@ import pytest
 
 from kpilot.collect.importer import import_events
 from kpilot.collect.normalize import normalize
-from kpilot.store import session_store
+from kpilot.store import session_store, session_upkeep
 from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import Workspace
 from tests.conftest import Env, ev
@@ -94,7 +94,7 @@ def test_a_small_import_catches_the_sessions_up_once_at_the_end(
 def test_pending_events_past_the_limit_are_caught_up_on_the_way(
     env: Env, tmp_path: Path, passes: list[int], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(session_store, "FLUSH_EVENTS", 15)
+    monkeypatch.setattr(session_upkeep, "FLUSH_EVENTS", 15)
     env.load(_rows(1, 7, 12, "a"))
     before = len(passes)
     path = _write(tmp_path / "small.jsonl", _merging_rows("b"))
@@ -110,7 +110,7 @@ def test_a_failed_write_leaves_nothing_of_itself_pending(
 ) -> None:
     env.load(_rows(1, 7, 12, "a"))
     path = _write(tmp_path / "small.jsonl", _merging_rows("b"))
-    upkeep = session_store.Upkeep.maintain
+    upkeep = session_upkeep.Upkeep.maintain
     calls: list[int] = []
 
     def failing_third(self: Any, *args: Any, **kwargs: Any) -> None:
@@ -119,7 +119,7 @@ def test_a_failed_write_leaves_nothing_of_itself_pending(
         if len(calls) == 3:
             raise OSError("disk full")  # ... and its transaction rolls back
 
-    monkeypatch.setattr(session_store.Upkeep, "maintain", failing_third)
+    monkeypatch.setattr(session_upkeep.Upkeep, "maintain", failing_third)
     with pytest.raises(OSError, match="disk full"):
         import_events(env.ws, env.project, [path], batch_rows=10)
     monkeypatch.undo()

@@ -22,7 +22,7 @@ import pyarrow.compute as pc
 
 from kpilot.collect.normalize import Normalized
 from kpilot.errors import WorkspaceError
-from kpilot.store import identity, rollup_store, session_store
+from kpilot.store import identity, rollup_store, session_upkeep
 from kpilot.store.batch_rows import BatchRows
 from kpilot.store.change_log import ChangeLog, Changes, ProjectChange
 from kpilot.store.id_index import IdIndex, days_of
@@ -117,7 +117,7 @@ class EventStore:
             self._upgrade()
         # deferred session upkeep is shared too: a write of a deferred project through any store of the file
         # joins the catch-up, and no store rebuilds the project's sessions meanwhile
-        self._sessions = session_store.Upkeep({} if self._shared is None else self._shared.pending)
+        self._sessions = session_upkeep.Upkeep({} if self._shared is None else self._shared.pending)
 
     def _upgrade(self) -> None:
         """Create the schema, or bring an older store up to :data:`SCHEMA_VERSION` (one transaction each)."""
@@ -492,7 +492,7 @@ class _Writer:
         self.lock = threading.Lock()
         self.ids = IdIndex(budget_bytes, spill_to=path.parent)
         self.changes = ChangeLog()
-        self.pending: session_store.Deferred = {}
+        self.pending: session_upkeep.Deferred = {}
         """Projects whose session upkeep a write of this file defers (:meth:`EventStore.deferred_sessions`)."""
         self.users = 0
 
