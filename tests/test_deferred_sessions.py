@@ -196,3 +196,18 @@ def test_writes_through_another_store_of_the_file_join_the_catch_up(
         other.close()
     check(env)
     _answers(env)
+
+
+def test_a_store_from_before_the_mark_still_answers_from_sessions_read_only(tmp_path: Path) -> None:
+    home = tmp_path / "ws"
+    with Workspace.init(home) as ws:
+        env = Env(ws, ws.create_project("p", "UTC"))
+        env.load(_rows(1, 7, 12, "a"))
+        expected = env.query(SPECS[2])
+        # what a version-5 store looks like: no session_pending
+        ws.store.conn.execute("DROP TABLE session_pending")
+        ws.store.conn.execute("UPDATE kpilot_schema SET version = 5")
+    with Workspace.open(home, read_only=True) as ws:
+        env = Env(ws, ws.project("p"))
+        assert env.query(SPECS[2]) == expected
+        assert env.engine.last_source == "sessions"

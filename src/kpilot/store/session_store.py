@@ -292,9 +292,13 @@ def _from_events(table: pa.Table, params: SessionParams) -> tuple[pa.Table, set[
 def params_of(cur: duckdb.DuckDBPyConnection, project_id: int) -> SessionParams | None:
     """The splitting parameters of ``project_id``'s materialised sessions, or None when it has none, or has
     stored events whose upkeep is pending (:mod:`kpilot.store.session_pending`)."""
+    # (a store older than session_pending, opened read-only, has none: it cannot have deferred upkeep)
+    pending = cur.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'session_pending' AND schema_name = 'main'"
+    ).fetchall()[0][0]
+    unless = " AND project_id NOT IN (SELECT project_id FROM session_pending)" if pending else ""
     rows = cur.execute(
-        """SELECT inactivity_seconds, max_seconds FROM session_projects
-           WHERE project_id = $1 AND project_id NOT IN (SELECT project_id FROM session_pending)""",
+        f"SELECT inactivity_seconds, max_seconds FROM session_projects WHERE project_id = $1{unless}",
         [project_id],
     ).fetchall()
     return SessionParams(int(rows[0][0]), int(rows[0][1])) if rows else None
