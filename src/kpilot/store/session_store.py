@@ -229,7 +229,14 @@ def _event_lists(session_of: np.ndarray, names: pa.Array, counts: np.ndarray, n_
     nd = max(len(enc.dictionary), 1)
     key = session_of.astype(np.int64) * nd + codes
     weights = counts.astype(np.float64)  # exact: counts are far below 2**53
-    if n_sessions * nd <= min(max(8 * len(key), 1 << 20), 1 << 24):  # few keys: count them in place, no sort
+    if bool((counts == 1).all()) and bool((session_of[1:] >= session_of[:-1]).all()):
+        # raw events in session order (a build): the keys are sorted but within a session, where a sort
+        # finds them nearly in order; far cheaper than counting into a sessions x names array
+        ordered = np.sort(key, kind="stable")
+        starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+        uniq = ordered[starts]
+        sums = np.diff(np.append(starts, len(ordered))).astype(np.int32)
+    elif n_sessions * nd <= min(max(8 * len(key), 1 << 20), 1 << 24):  # few keys: count them in place
         by_key = np.bincount(key, weights=weights, minlength=n_sessions * nd)
         uniq = np.flatnonzero(by_key)
         sums = by_key[uniq].astype(np.int32)
