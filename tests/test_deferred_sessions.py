@@ -3,10 +3,13 @@ at its end (kpilot.store.session_pending; docs/rollups.md, "Bulk imports")."""
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kpilot.collect.importer import import_events
 from kpilot.collect.normalize import normalize
@@ -15,7 +18,7 @@ from kpilot.store.duckdb_store import EventStore
 from kpilot.workspace import Workspace
 from tests.conftest import Env, ev
 from tests.test_bulk_upkeep import SPECS, _answers, _rows, _write
-from tests.test_session_store import check
+from tests.test_session_store import check, histories, rebuilt, stored
 
 
 @pytest.fixture
@@ -211,3 +214,36 @@ def test_a_store_from_before_the_mark_still_answers_from_sessions_read_only(tmp_
         env = Env(ws, ws.project("p"))
         assert env.query(SPECS[2]) == expected
         assert env.engine.last_source == "sessions"
+
+
+@settings(max_examples=25, deadline=None)
+@given(case=histories(), flush=st.sampled_from([1, 7, 40, 10**9]))
+def test_deferred_upkeep_matches_a_rebuild_and_raw_events(case: Any, flush: int) -> None:
+    """Random histories (tests/test_session_store.py): the first batch stored with upkeep, the others with
+    the upkeep deferred and caught up (every ``flush`` pending events, and at the end)."""
+    batches, specs = case
+    saved = session_upkeep.FLUSH_EVENTS
+    session_upkeep.FLUSH_EVENTS = flush
+    try:
+        with tempfile.TemporaryDirectory() as tmp, Workspace.init(Path(tmp) / "ws") as ws:
+            env = Env(ws, ws.create_project("p", "UTC"))
+            if batches[0]:
+                env.load(batches[0])
+            # merges while deferred, of persons that may have stored sessions and pending events: a chain
+            # (b into a, then a into c or c into a, whichever is older), then more events of c
+            merges = [
+                [ev("$identify", "a", "2024-03-10T00:00:00Z", **{"$anon_distinct_id": "b"})],
+                [ev("$identify", "c", "2024-03-10T01:00:00Z", **{"$anon_distinct_id": "a"})],
+                [ev("click", "c", "2024-03-10T01:10:00Z"), ev("click", "b", "2024-03-10T01:20:00Z")],
+            ]
+            with ws.store.deferred_sessions(env.project.id) as deferred:
+                assert deferred
+                for batch in [*batches[1:], *merges]:
+                    if batch:
+                        env.load(batch)
+            assert _pending(env) == []
+            assert stored(env) == rebuilt(env)
+            for spec in specs:
+                check(env, spec)
+    finally:
+        session_upkeep.FLUSH_EVENTS = saved
