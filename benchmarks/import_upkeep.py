@@ -37,18 +37,9 @@ def one_run(template: Path, extra: Path, rollups: bool) -> dict[str, Any]:
     """Copy ``template`` and import ``extra`` into it; seconds (with the final checkpoint) and phases."""
     from benchmarks.store_write import PhaseClock
     from kpilot.collect.importer import import_events
-    from kpilot.store import session_store
-    from kpilot.store.duckdb_store import EventStore
     from kpilot.workspace import Workspace
 
-    clock = PhaseClock()
-    clock.wrap(EventStore, "_drop_stored_duplicates", "dedupe")
-    clock.wrap(EventStore, "_resolve_identity", "identity")
-    clock.wrap(EventStore, "_maintain_rollups", "rollups")
-    clock.wrap(session_store, "maintain", "sessions")
-    clock.wrap(session_store, "_update_days", "session_days")
-    clock.wrap(EventStore, "write_arrow", "write")
-    clock.commit_hooks()
+    clock = PhaseClock.of_store(write=True)
     os.environ["KPILOT_ROLLUPS"] = "true" if rollups else "false"
     with tempfile.TemporaryDirectory(dir=template.parent) as tmp:
         home = Path(tmp) / "ws"

@@ -108,6 +108,21 @@ class PhaseClock:
         rollup_store.commit_begins = on_begin  # type: ignore[assignment]
         rollup_store.commit_ended = on_end  # type: ignore[assignment]
 
+    @classmethod
+    def of_store(cls, write: bool = False) -> PhaseClock:
+        """A clock of the write path's phases (dedupe, identity, rollups, sessions, session_days, commit;
+        with ``write``, the rest of ``write_arrow`` too)."""
+        clock = cls()
+        clock.wrap(EventStore, "_drop_stored_duplicates", "dedupe")
+        clock.wrap(EventStore, "_resolve_identity", "identity")
+        clock.wrap(EventStore, "_maintain_rollups", "rollups")
+        clock.wrap(session_store, "maintain", "sessions")
+        clock.wrap(session_store, "_update_days", "session_days")
+        if write:
+            clock.wrap(EventStore, "write_arrow", "write")
+        clock.commit_hooks()
+        return clock
+
     def take(self) -> dict[str, float]:
         out, self.current = dict(self.current), defaultdict(float)
         return out
@@ -128,13 +143,7 @@ def main() -> None:
 
     print(f"making {args.batches} batches of {args.batch} events ...", file=sys.stderr)
     tables = batches(args.batches, args.batch, args.persons, args.rate, args.seed)
-    clock = PhaseClock()
-    clock.wrap(EventStore, "_drop_stored_duplicates", "dedupe")
-    clock.wrap(EventStore, "_resolve_identity", "identity")
-    clock.wrap(EventStore, "_maintain_rollups", "rollups")
-    clock.wrap(session_store, "maintain", "sessions")
-    clock.wrap(session_store, "_update_days", "session_days")
-    clock.commit_hooks()
+    clock = PhaseClock.of_store()
     rows: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         store = EventStore(Path(tmp) / "events.duckdb", memory_limit=args.memory_limit)

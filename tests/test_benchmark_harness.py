@@ -150,3 +150,31 @@ def test_identity_map_is_transitive() -> None:
     assert m["a"] == m["u"] == m["d"]
     assert m["b"] == m["c"] != m["a"]
     assert "x" not in m
+
+
+def test_import_upkeep_measures_pairs_and_the_cost_of_their_sums(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from benchmarks import import_upkeep
+    from benchmarks.generator import generate
+
+    base, extra = tmp_path / "base.parquet", tmp_path / "extra.parquet"
+    generate(TINY, base)
+    generate(replace(TINY, events=2_000, seed=4), extra)  # the same persons' ids, other events
+    out, md = tmp_path / "r.json", tmp_path / "r.md"
+    import_upkeep.main(
+        ["--base", str(base), "--extra", str(extra), "--pairs", "2", "--work", str(tmp_path),
+         "--out", str(out), "--md", str(md)]
+    )  # fmt: skip
+    result = json.loads(out.read_text())
+    assert [r["rollups"] for r in result["with"]] == [True, True]
+    assert [r["rollups"] for r in result["without"]] == [False, False]
+    imported = {r["imported"] for r in result["with"] + result["without"]}
+    assert len(imported) == 1 and 0 < imported.pop() <= 2_000
+    # the upkeep's phases happen only with it; the auto choice caught the sessions up at the end
+    assert all(r["phases"].get("sessions", 0) > 0 for r in result["with"])
+    assert all("sessions" not in r["phases"] for r in result["without"])
+    on = sum(r["seconds"] for r in result["with"])
+    off = sum(r["seconds"] for r in result["without"])
+    assert result["summary"]["cost_of_sums"] == pytest.approx(1 - off / on)
+    assert "Cost of the summed times" in md.read_text()
