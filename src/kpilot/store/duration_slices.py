@@ -109,6 +109,12 @@ def _runs(keys: np.ndarray) -> np.ndarray:
     return np.flatnonzero(np.concatenate([[True], keys[1:] != keys[:-1]])) if len(keys) else _NO_KEYS
 
 
+def _slices(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct (sorted) ``keys`` and how many values each has."""
+    starts = _runs(keys)
+    return keys[starts], np.diff(np.append(starts, len(keys)))
+
+
 def _spans(keys: np.ndarray) -> list[tuple[int, int]]:
     """[start, end) of each run of equal (sorted) ``keys``."""
     starts = _runs(keys).tolist()
@@ -205,8 +211,7 @@ def insert_days(
         return
     values = np.concatenate([np.ascontiguousarray(d, np.float64) for d in durations])
     keys = _key(np.repeat(np.asarray(days, np.int64), [len(d) for d in durations]), value_buckets(values))
-    starts = _runs(keys)
-    _insert(cur, project_id, keys[starts], np.diff(np.append(starts, len(keys))), values)
+    _insert(cur, project_id, *_slices(keys), values)
 
 
 def delete_project(cur: duckdb.DuckDBPyConnection, project_id: int) -> None:
@@ -316,16 +321,16 @@ class SliceEdit:
                 ),
             )
             self._delete(folded)
-            starts = _runs(keys)
-            out_k.append(keys[starts])
-            out_n.append(np.diff(np.append(starts, len(keys))))
+            slice_keys, sizes = _slices(keys)
+            out_k.append(slice_keys)
+            out_n.append(sizes)
             out_v.append(values)
             add_k, add_v = add_k[~a], add_v[~a]
             rem_k, rem_v = rem_k[~r], rem_v[~r]
         for keys, values, sign in ((add_k, add_v, 1), (rem_k, rem_v, -1)):
-            starts = _runs(keys)
-            out_k.append(keys[starts])
-            out_n.append(sign * np.diff(np.append(starts, len(keys))))
+            slice_keys, sizes = _slices(keys)
+            out_k.append(slice_keys)
+            out_n.append(sign * sizes)
             out_v.append(values)
         _insert(
             self._cur, self._project_id, np.concatenate(out_k), np.concatenate(out_n), np.concatenate(out_v)

@@ -512,15 +512,22 @@ def _near(p: np.ndarray, t: np.ndarray, gap_us: int) -> pa.Table:
     )
 
 
+def _sort_key(person: np.ndarray, start: np.ndarray) -> np.ndarray | None:
+    """One integer per element that orders like (person, start), or None when both do not fit in 63 bits."""
+    t0 = int(start.min())
+    bits = (int(start.max()) - t0).bit_length()
+    if int(person.min()) < 0 or int(person.max()).bit_length() + bits > 62:
+        return None
+    key: np.ndarray = (person << bits) | (start - t0)
+    return key
+
+
 def _order(person: np.ndarray, start: np.ndarray) -> np.ndarray:
     """The permutation sorting elements by (person, start): one integer sort when both fit in 63 bits."""
     if len(person) == 0:
         return np.zeros(0, dtype=np.int64)
-    t0 = int(start.min())
-    bits = (int(start.max()) - t0).bit_length()
-    if int(person.min()) >= 0 and int(person.max()).bit_length() + bits <= 62:
-        return np.argsort((person << bits) | (start - t0))
-    return np.lexsort((start, person))
+    key = _sort_key(person, start)
+    return np.lexsort((start, person)) if key is None else np.argsort(key)
 
 
 def _merged_order(person: np.ndarray, start: np.ndarray, new_order: np.ndarray) -> np.ndarray:
@@ -530,15 +537,9 @@ def _merged_order(person: np.ndarray, start: np.ndarray, new_order: np.ndarray) 
     n_new = len(new_order)
     if len(person) == n_new:
         return new_order
-    t0 = int(start.min())
-    bits = (int(start.max()) - t0).bit_length()
-    if (
-        (len(person) - n_new) * 8 > len(person)
-        or int(person.min()) < 0
-        or int(person.max()).bit_length() + bits > 62
-    ):
+    key = None if (len(person) - n_new) * 8 > len(person) else _sort_key(person, start)
+    if key is None:
         return _order(person, start)
-    key = (person << bits) | (start - t0)
     old_order = n_new + np.argsort(key[n_new:])
     return np.insert(new_order, np.searchsorted(key[new_order], key[old_order], side="right"), old_order)
 
